@@ -1,0 +1,393 @@
+//! Token verification: RFC 7519 (JWT), RFC 8725 (JWT best current practice) and RFC 9068
+//! (JWT access-token profile).
+//!
+//! The order matters. Cheap structural checks first (size, shape, header), so junk never
+//! reaches base64 or crypto; then the issuer, chosen by `iss` so that only that issuer's keys
+//! are candidates (a key of issuer A never validates a token claiming issuer B); then the key
+//! by `kid`, bound to one algorithm; then the signature; and only then the claims, which mean
+//! nothing before the signature holds. Signature verification is jsonwebtoken's (aws-lc-rs);
+//! the claim checks are ours so that a wrong JSON type is always an error, never "absent".
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use base64::Engine;
+use jsonwebtoken::Algorithm;
+use serde_json::{Map, Value};
+
+use super::jwks::{parse_algorithm, KeyLookupError, KeySet};
+use crate::config::defaults::MAX_TOKEN_BYTES;
+
+/// One trusted issuer, compiled from config.
+#[derive(Debug)]
+pub struct Issuer {
+    /// The config `id`, used in routes and logs.
+    pub id: String,
+    /// Exact, case-sensitive value of `iss`.
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub keys: KeySet,
+    /// Allowed algorithms (the config allow-list, or every supported one).
+    pub algorithms: Vec<Algorithm>,
+    pub leeway_secs: u64,
+    /// Required `typ`, lower-cased without an `application/` prefix (RFC 7515 §4.1.9).
+    pub require_typ: Option<String>,
+}
+
+/// All issuers, looked up by their `iss` value.
+#[derive(Debug, Default)]
+pub struct Issuers {
+    by_iss: HashMap<String, Arc<Issuer>>,
+}
+
+impl Issuers {
+    pub fn new(list: Vec<Issuer>) -> Self {
+        Issuers {
+            by_iss: list
+                .into_iter()
+                .map(|i| (i.issuer.clone(), Arc::new(i)))
+                .collect(),
+        }
+    }
+
+    pub fn by_iss(&self, iss: &str) -> Option<&Arc<Issuer>> {
+        self.by_iss.get(iss)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Issuer>> {
+        self.by_iss.values()
+    }
+}
+
+/// A token whose signature and claims have been verified.
+#[derive(Debug, Clone)]
+pub struct VerifiedToken {
+    pub issuer: Arc<Issuer>,
+    pub claims: Map<String, Value>,
+}
+
+/// Why a token was rejected; becomes `401 invalid_token` with `description`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenError {
+    pub reason: Reason,
+    /// Safe for a quoted-string in `WWW-Authenticate` (no `"` or `\`, RFC 6750 §3).
+    pub description: &'static str,
+}
+
+/// Rejection reasons, stable names for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Malformed,
+    Oversized,
+    UnsupportedAlg,
+    ForbiddenHeader,
+    WrongTyp,
+    UnknownIssuer,
+    IssuerNotAllowed,
+    UnknownKid,
+    BadSignature,
+    Expired,
+    NotYetValid,
+    BadClaim,
+    WrongAudience,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Malformed => "malformed",
+            Reason::Oversized => "oversized",
+            Reason::UnsupportedAlg => "unsupported_alg",
+            Reason::ForbiddenHeader => "forbidden_header",
+            Reason::WrongTyp => "wrong_typ",
+            Reason::UnknownIssuer => "wrong_issuer",
+            Reason::IssuerNotAllowed => "issuer_not_allowed",
+            Reason::UnknownKid => "unknown_kid",
+            Reason::BadSignature => "bad_signature",
+            Reason::Expired => "expired",
+            Reason::NotYetValid => "not_yet_valid",
+            Reason::BadClaim => "bad_claim",
+            Reason::WrongAudience => "wrong_audience",
+        }
+    }
+}
+
+const fn reject(reason: Reason, description: &'static str) -> TokenError {
+    TokenError {
+        reason,
+        description,
+    }
+}
+
+const NOT_A_JWS: TokenError = reject(
+    Reason::Malformed,
+    "token is not a signed JWT of three base64url parts",
+);
+
+/// JWS header parameters that make the verifier fetch or trust key material named by the
+/// token itself (RFC 8725 §3.10 and §2.7); never followed, so their presence is a rejection.
+const FORBIDDEN_HEADER_PARAMS: [(&str, &str); 4] = [
+    ("jku", "the jku header parameter is not accepted"),
+    ("x5u", "the x5u header parameter is not accepted"),
+    ("jwk", "the jwk header parameter is not accepted"),
+    ("x5c", "the x5c header parameter is not accepted"),
+];
+
+/// Verifies `token` for a route that accepts `allowed_issuers` (config ids; `None` = any).
+/// `now` is seconds since the Unix epoch.
+pub fn verify(
+    token: &str,
+    issuers: &Issuers,
+    allowed_issuers: Option<&[String]>,
+    now: u64,
+) -> Result<VerifiedToken, TokenError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(reject(Reason::Oversized, "token exceeds 8192 bytes"));
+    }
+    let mut parts = token.split('.');
+    let (Some(h64), Some(p64), Some(s64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(NOT_A_JWS);
+    };
+    if h64.is_empty() || p64.is_empty() || s64.is_empty() {
+        return Err(NOT_A_JWS);
+    }
+
+    let header = decode_json_object(h64)
+        .ok_or(reject(Reason::Malformed, "token header is not a base64url JSON object"))?;
+    let alg = header_alg(&header)?;
+    if header.contains_key("crit") {
+        // RFC 7515 §4.1.11: extensions we do not understand must fail verification.
+        return Err(reject(
+            Reason::ForbiddenHeader,
+            "the crit header parameter is not supported",
+        ));
+    }
+    for (name, description) in FORBIDDEN_HEADER_PARAMS {
+        if header.contains_key(name) {
+            return Err(reject(Reason::ForbiddenHeader, description));
+        }
+    }
+
+    let claims = decode_json_object(p64)
+        .ok_or(reject(Reason::Malformed, "token payload is not a base64url JSON object"))?;
+    let issuer = match claims.get("iss") {
+        Some(Value::String(iss)) => issuers
+            .by_iss(iss)
+            .ok_or(reject(Reason::UnknownIssuer, "token issuer is not trusted"))?,
+        Some(_) => return Err(reject(Reason::BadClaim, "iss claim is not a string")),
+        None => return Err(reject(Reason::BadClaim, "token has no iss claim")),
+    };
+    if let Some(allowed) = allowed_issuers {
+        if !allowed.iter().any(|id| *id == issuer.id) {
+            return Err(reject(
+                Reason::IssuerNotAllowed,
+                "token issuer is not accepted on this route",
+            ));
+        }
+    }
+    check_typ(&header, issuer)?;
+    if !issuer.algorithms.contains(&alg) {
+        return Err(reject(
+            Reason::UnsupportedAlg,
+            "token algorithm is not allowed for its issuer",
+        ));
+    }
+    let kid = match header.get("kid") {
+        None => None,
+        Some(Value::String(k)) => Some(k.as_str()),
+        Some(_) => return Err(reject(Reason::Malformed, "kid header parameter is not a string")),
+    };
+    let key = issuer.keys.select(kid, alg).map_err(|e| match e {
+        KeyLookupError::UnknownKid => reject(Reason::UnknownKid, "token key id is unknown"),
+        KeyLookupError::AlgMismatch => reject(
+            Reason::UnsupportedAlg,
+            "token algorithm does not match its key",
+        ),
+        KeyLookupError::NoKeyForAlg => reject(
+            Reason::UnknownKid,
+            "issuer has no key for the token algorithm",
+        ),
+        KeyLookupError::AmbiguousWithoutKid => reject(
+            Reason::UnknownKid,
+            "token has no kid and its issuer has several keys",
+        ),
+    })?;
+
+    // The signing input is the two first parts exactly as sent (RFC 7515 §5.2).
+    let signing_input = &token[..h64.len() + 1 + p64.len()];
+    match jsonwebtoken::crypto::verify(s64, signing_input.as_bytes(), &key.key, alg) {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(reject(Reason::BadSignature, "token signature is invalid"));
+        }
+        Err(_) => return Err(reject(Reason::BadSignature, "token signature is malformed")),
+    }
+
+    check_time_claims(&claims, issuer.leeway_secs, now)?;
+    check_audience(&claims, &issuer.audiences)?;
+    Ok(VerifiedToken {
+        issuer: Arc::clone(issuer),
+        claims,
+    })
+}
+
+fn decode_json_object(part: &str) -> Option<Map<String, Value>> {
+    // base64url without padding (RFC 7515 §2); padded or standard-alphabet input is not a JWS.
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .ok()?;
+    match serde_json::from_slice(&bytes).ok()? {
+        Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
+fn header_alg(header: &Map<String, Value>) -> Result<Algorithm, TokenError> {
+    let Some(Value::String(alg)) = header.get("alg") else {
+        return Err(reject(Reason::Malformed, "token header has no alg"));
+    };
+    if alg.eq_ignore_ascii_case("none") {
+        return Err(reject(
+            Reason::UnsupportedAlg,
+            "unsigned tokens (alg none) are not accepted",
+        ));
+    }
+    if alg.starts_with("HS") {
+        return Err(reject(
+            Reason::UnsupportedAlg,
+            "symmetric algorithms are not accepted",
+        ));
+    }
+    parse_algorithm(alg).ok_or(reject(
+        Reason::UnsupportedAlg,
+        "token algorithm is not supported",
+    ))
+}
+
+/// RFC 9068 §2.1 / §4: `typ` must be `at+jwt` (the `application/` prefix may be omitted and
+/// media types compare case-insensitively, RFC 7515 §4.1.9).
+fn check_typ(header: &Map<String, Value>, issuer: &Issuer) -> Result<(), TokenError> {
+    let Some(required) = &issuer.require_typ else {
+        return Ok(());
+    };
+    let ok = match header.get("typ") {
+        Some(Value::String(typ)) => normalize_typ(typ) == *required,
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(reject(Reason::WrongTyp, "token typ is not the required type"))
+    }
+}
+
+/// `application/at+JWT` → `at+jwt`.
+pub fn normalize_typ(typ: &str) -> String {
+    let lower = typ.to_ascii_lowercase();
+    match lower.strip_prefix("application/") {
+        Some(rest) => rest.to_string(),
+        None => lower,
+    }
+}
+
+/// A NumericDate (RFC 7519 §2): a JSON number, possibly non-integer. Any other JSON type is
+/// an error, never "absent".
+fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<f64>, ()> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => n.as_f64().filter(|f| f.is_finite()).map(Some).ok_or(()),
+        Some(_) => Err(()),
+    }
+}
+
+fn check_time_claims(claims: &Map<String, Value>, leeway: u64, now: u64) -> Result<(), TokenError> {
+    let now = now as f64;
+    let leeway = leeway as f64;
+    let exp = numeric_date(claims, "exp")
+        .map_err(|_| reject(Reason::BadClaim, "exp claim is not a number"))?
+        // RFC 9068 §2.2: exp is required in access tokens.
+        .ok_or(reject(Reason::BadClaim, "token has no exp claim"))?;
+    if now >= exp + leeway {
+        return Err(reject(Reason::Expired, "token expired"));
+    }
+    let nbf = numeric_date(claims, "nbf")
+        .map_err(|_| reject(Reason::BadClaim, "nbf claim is not a number"))?;
+    if nbf.is_some_and(|nbf| nbf > now + leeway) {
+        return Err(reject(Reason::NotYetValid, "token is not valid yet"));
+    }
+    let iat = numeric_date(claims, "iat")
+        .map_err(|_| reject(Reason::BadClaim, "iat claim is not a number"))?;
+    if iat.is_some_and(|iat| iat > now + leeway) {
+        return Err(reject(Reason::NotYetValid, "token was issued in the future"));
+    }
+    Ok(())
+}
+
+/// RFC 7519 §4.1.3 / RFC 9068 §4: `aud` (a string or an array of strings) must name us.
+fn check_audience(claims: &Map<String, Value>, audiences: &[String]) -> Result<(), TokenError> {
+    let accepted = |a: &str| audiences.iter().any(|x| x == a);
+    let ok = match claims.get("aud") {
+        None => return Err(reject(Reason::WrongAudience, "token has no aud claim")),
+        Some(Value::String(a)) => accepted(a),
+        Some(Value::Array(items)) => {
+            if !items.iter().all(Value::is_string) {
+                return Err(reject(Reason::BadClaim, "aud claim is not a string or array of strings"));
+            }
+            items.iter().filter_map(Value::as_str).any(accepted)
+        }
+        Some(_) => {
+            return Err(reject(Reason::BadClaim, "aud claim is not a string or array of strings"))
+        }
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(reject(Reason::WrongAudience, "token audience is not accepted"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn c(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn time_claims_of_the_wrong_type_are_errors() {
+        let e = check_time_claims(&c(json!({"exp": "2000000000"})), 30, 100).unwrap_err();
+        assert_eq!(e.description, "exp claim is not a number");
+        let e = check_time_claims(&c(json!({"exp": 200, "nbf": true})), 30, 100).unwrap_err();
+        assert_eq!(e.description, "nbf claim is not a number");
+        let e = check_time_claims(&c(json!({"exp": 200, "iat": null})), 30, 100).unwrap_err();
+        assert_eq!(e.description, "iat claim is not a number");
+        assert!(check_time_claims(&c(json!({"exp": 200.5, "nbf": 120, "iat": 90})), 30, 100).is_ok());
+    }
+
+    #[test]
+    fn leeway_applies_both_ways() {
+        assert!(check_time_claims(&c(json!({"exp": 80})), 30, 100).is_ok());
+        assert_eq!(check_time_claims(&c(json!({"exp": 70})), 30, 100).unwrap_err().reason, Reason::Expired);
+        assert_eq!(check_time_claims(&c(json!({"exp": 900, "nbf": 131})), 30, 100).unwrap_err().reason, Reason::NotYetValid);
+    }
+
+    #[test]
+    fn audience_string_or_array() {
+        let auds = vec!["api".to_string()];
+        assert!(check_audience(&c(json!({"aud": "api"})), &auds).is_ok());
+        assert!(check_audience(&c(json!({"aud": ["x", "api"]})), &auds).is_ok());
+        assert!(check_audience(&c(json!({"aud": ["x"]})), &auds).is_err());
+        assert!(check_audience(&c(json!({"aud": ["api", 3]})), &auds).is_err());
+        assert!(check_audience(&c(json!({})), &auds).is_err());
+    }
+
+    #[test]
+    fn typ_normalization() {
+        assert_eq!(normalize_typ("application/AT+JWT"), "at+jwt");
+        assert_eq!(normalize_typ("at+jwt"), "at+jwt");
+    }
+}

@@ -1,0 +1,284 @@
+//! The command line: `serve`, `check`, `keygen`, `token`, `demo`. Exit codes: 0 success,
+//! 1 invalid config or failed command, 2 usage error (clap).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use jsonwebtoken::Algorithm;
+use serde_json::Value;
+
+use crate::devkeys::{self, TokenSpec};
+
+#[derive(Parser, Debug)]
+#[command(name = "tollgate", version, about = "An API gateway that validates OAuth2 JWT access tokens once, at the edge")]
+pub struct Cli {
+    /// Log format on stderr; the level comes from RUST_LOG (default: info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the gateway.
+    Serve {
+        #[arg(long, default_value = "routes.yaml")]
+        config: PathBuf,
+    },
+    /// Validate a config file (YAML, semantics, key files) and exit.
+    Check {
+        #[arg(default_value = "routes.yaml")]
+        file: PathBuf,
+    },
+    /// Write a development key pair: DIR/KID.pem (private) and DIR/KID.jwks.json (public).
+    Keygen {
+        #[arg(long, value_enum, default_value_t = KeyAlg::RS256)]
+        alg: KeyAlg,
+        #[arg(long)]
+        kid: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print a signed access token (RFC 9068 `at+jwt`) for development and load tests.
+    Token {
+        /// PEM private key (as written by `keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        kid: String,
+        /// Signing algorithm; default: inferred from the key (RSA → RS256, P-256 → ES256).
+        #[arg(long)]
+        alg: Option<String>,
+        #[arg(long)]
+        iss: String,
+        /// Audience; repeat for several.
+        #[arg(long, required = true)]
+        aud: Vec<String>,
+        #[arg(long, default_value = "dev-user")]
+        sub: String,
+        /// Space-delimited scopes.
+        #[arg(long)]
+        scope: Option<String>,
+        #[arg(long, default_value = "tollgate-cli")]
+        client_id: String,
+        /// Lifetime: 90s, 15m, 1h, 7d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// Extra claim NAME=VALUE; VALUE is JSON if it parses, else a string. Repeatable.
+        #[arg(long = "claim")]
+        claims: Vec<String>,
+    },
+    /// Run the gateway on the shipped routes.yaml with built-in echo upstreams, an in-memory
+    /// key and a development OAuth2 token endpoint; prints ready-to-run curl lines.
+    Demo {
+        #[arg(long, default_value = "routes.yaml")]
+        config: PathBuf,
+        /// Data-plane address (default: the file's `listen`).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum KeyAlg {
+    #[value(name = "RS256")]
+    RS256,
+    #[value(name = "ES256")]
+    ES256,
+    #[value(name = "EdDSA")]
+    EdDSA,
+}
+
+impl KeyAlg {
+    fn algorithm(self) -> Algorithm {
+        match self {
+            KeyAlg::RS256 => Algorithm::RS256,
+            KeyAlg::ES256 => Algorithm::ES256,
+            KeyAlg::EdDSA => Algorithm::EdDSA,
+        }
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { file } => return check(&file),
+        Command::Serve { config } => {
+            init_logging(cli.log_format);
+            runtime().and_then(|rt| rt.block_on(serve(&config)))
+        }
+        Command::Demo { config, listen } => {
+            init_logging(cli.log_format);
+            runtime().and_then(|rt| rt.block_on(crate::demo::run(&config, listen.as_deref())))
+        }
+        Command::Keygen { alg, kid, out, force } => keygen(alg, &kid, &out, force),
+        Command::Token { key, kid, alg, iss, aud, sub, scope, client_id, ttl, claims } => {
+            token(&key, &kid, alg.as_deref(), iss, aud, sub, scope, client_id, &ttl, &claims)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tollgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+/// Logs go to stderr; RUST_LOG sets the level. Tokens, keys and secrets are never logged.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+fn check(file: &Path) -> ExitCode {
+    match crate::config::load(file) {
+        Ok(s) => {
+            let keys: usize = s.issuers.iter().map(|i| i.keys.keys.len()).sum();
+            println!(
+                "{}: ok: {} routes, {} issuers, {} keys",
+                file.display(),
+                s.routes.len(),
+                s.issuers.iter().count(),
+                keys
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            let n = e.diagnostics.len();
+            eprintln!("{}: {n} error{}", file.display(), if n == 1 { "" } else { "s" });
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: &Path) -> anyhow::Result<()> {
+    let snapshot = crate::config::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let running = crate::start(snapshot).await?;
+    tracing::info!(listen = %running.addr, admin = ?running.admin_addr, config = %config.display(), "tollgate is serving");
+    shutdown_signal().await;
+    tracing::info!("shutting down: no new connections, in-flight requests may finish");
+    running.shutdown().await;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+fn keygen(alg: KeyAlg, kid: &str, out: &Path, force: bool) -> anyhow::Result<()> {
+    if kid.is_empty() || !kid.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        anyhow::bail!("--kid may only use letters, digits, `-`, `_` and `.`");
+    }
+    let key = devkeys::generate(alg.algorithm(), kid).map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(out)?;
+    let private = out.join(format!("{kid}.pem"));
+    let public = out.join(format!("{kid}.jwks.json"));
+    for f in [&private, &public] {
+        if f.exists() && !force {
+            anyhow::bail!("{} exists; pass --force to overwrite", f.display());
+        }
+    }
+    write_private(&private, key.private_pem.as_bytes())?;
+    std::fs::write(&public, devkeys::jwks_json([&key]) + "\n")?;
+    println!("wrote {} (private key, keep it secret)", private.display());
+    println!("wrote {} (public JWK Set, for jwks_file)", public.display());
+    Ok(())
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)?.write_all(bytes)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn token(
+    key: &Path,
+    kid: &str,
+    alg: Option<&str>,
+    iss: String,
+    aud: Vec<String>,
+    sub: String,
+    scope: Option<String>,
+    client_id: String,
+    ttl: &str,
+    claims: &[String],
+) -> anyhow::Result<()> {
+    let pem = std::fs::read(key).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", key.display()))?;
+    let alg = match alg {
+        Some(name) => crate::auth::jwks::parse_algorithm(name)
+            .ok_or_else(|| anyhow::anyhow!("--alg {name} is not supported"))?,
+        None => devkeys::infer_algorithm(&pem)
+            .ok_or_else(|| anyhow::anyhow!("{} is not a PEM private key", key.display()))?,
+    };
+    let key = devkeys::from_pem(&pem, kid, alg).map_err(anyhow::Error::msg)?;
+    let mut extra = serde_json::Map::new();
+    for c in claims {
+        let (name, value) = c
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--claim {c}: expected NAME=VALUE"))?;
+        let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.into()));
+        extra.insert(name.to_string(), value);
+    }
+    let spec = TokenSpec {
+        iss,
+        aud,
+        sub,
+        scope,
+        client_id,
+        ttl: devkeys::parse_duration(ttl).map_err(anyhow::Error::msg)?,
+        extra,
+    };
+    println!("{}", devkeys::mint(&key, &spec).map_err(anyhow::Error::msg)?);
+    Ok(())
+}

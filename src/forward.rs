@@ -1,0 +1,188 @@
+//! Header hygiene between client, gateway and upstream.
+//!
+//! - Hop-by-hop headers are connection-scoped and never forwarded, both ways (RFC 9110 §7.6.1),
+//!   including every header the `Connection` header names: a client sending
+//!   `Connection: X-User-Id` must not be able to make us delete the identity header we add.
+//! - Identity headers (every header any route fills from claims) are removed from every
+//!   request before the gateway adds its own, so a client can never spoof them.
+//! - `X-Forwarded-For` is appended to; `X-Forwarded-Proto` and `X-Forwarded-Host` are set.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use serde_json::{Map, Value};
+
+/// The hop-by-hop headers of RFC 9110 §7.6.1 plus the legacy ones proxies still see.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Headers a route may not fill from claims: the gateway or HTTP itself owns them.
+pub fn is_reserved_header(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+        || *name == header::UPGRADE
+        || *name == header::HOST
+        || *name == header::AUTHORIZATION
+        || *name == header::CONTENT_LENGTH
+        || *name == header::CONTENT_TYPE
+        || *name == header::COOKIE
+        || *name == X_FORWARDED_FOR
+        || *name == X_FORWARDED_PROTO
+        || *name == X_FORWARDED_HOST
+}
+
+/// Removes hop-by-hop headers, and the headers `Connection` names, in place.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Collect the names first: the Connection values are removed with the rest.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    // Upgrade is hop-by-hop too; tollgate does not tunnel protocol switches.
+    headers.remove(header::UPGRADE);
+}
+
+/// Request metadata for the X-Forwarded-* headers.
+pub struct ClientInfo<'a> {
+    pub ip: IpAddr,
+    pub proto: &'static str,
+    /// The Host (HTTP/1.1) or :authority (HTTP/2) the client used.
+    pub host: Option<&'a str>,
+}
+
+/// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto` / `-Host`.
+pub fn set_forwarded(headers: &mut HeaderMap, client: &ClientInfo) {
+    let ip = client.ip.to_canonical().to_string();
+    let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
+        _ => ip,
+    };
+    // Only ASCII digits, dots, colons, commas and the previous (already valid) value.
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(client.proto));
+    match client.host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        Some(v) => headers.insert(X_FORWARDED_HOST, v),
+        None => headers.remove(X_FORWARDED_HOST),
+    };
+}
+
+/// Adds one header per configured claim present in the token. A claim that is missing, of
+/// an unsupported shape, or that holds control characters adds nothing (its header was
+/// already removed from the client's request).
+pub fn add_claim_headers(
+    headers: &mut HeaderMap,
+    mapping: &[(Vec<String>, HeaderName)],
+    claims: &Map<String, Value>,
+) {
+    for (path, name) in mapping {
+        if let Some(value) = lookup(claims, path).and_then(claim_header_value) {
+            headers.insert(name.clone(), value);
+        }
+    }
+}
+
+/// Follows a dot path (`realm_access.roles`) through nested objects.
+fn lookup<'a>(claims: &'a Map<String, Value>, path: &[String]) -> Option<&'a Value> {
+    let (first, rest) = path.split_first()?;
+    let mut value = claims.get(first)?;
+    for segment in rest {
+        value = value.as_object()?.get(segment)?;
+    }
+    Some(value)
+}
+
+/// Strings as they are; numbers and booleans as JSON text; arrays of strings joined with
+/// `,`; anything else (objects, null, mixed arrays) is not forwarded.
+fn claim_header_value(value: &Value) -> Option<HeaderValue> {
+    let text = match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Array(items) => {
+            let strings: Option<Vec<&str>> = items.iter().map(Value::as_str).collect();
+            strings?.join(",")
+        }
+        Value::Null | Value::Object(_) => return None,
+    };
+    if text.chars().any(char::is_control) {
+        return None;
+    }
+    HeaderValue::from_bytes(text.as_bytes()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, X-User-Id"));
+        h.insert("x-user-id", HeaderValue::from_static("admin"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x-other", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-other"));
+    }
+
+    #[test]
+    fn claim_values_follow_the_contract() {
+        let claims = json!({
+            "sub": "u1", "n": 7, "b": true, "roles": ["a", "b"], "mixed": ["a", 1],
+            "nested": {"deep": {"x": "y"}}, "ctl": "a\nb", "obj": {"k": 1}
+        });
+        let claims = claims.as_object().unwrap();
+        let v = |p: &str| {
+            let path: Vec<String> = p.split('.').map(String::from).collect();
+            lookup(claims, &path).and_then(claim_header_value)
+        };
+        assert_eq!(v("sub").unwrap(), "u1");
+        assert_eq!(v("n").unwrap(), "7");
+        assert_eq!(v("b").unwrap(), "true");
+        assert_eq!(v("roles").unwrap(), "a,b");
+        assert_eq!(v("nested.deep.x").unwrap(), "y");
+        assert!(v("mixed").is_none());
+        assert!(v("ctl").is_none());
+        assert!(v("obj").is_none());
+        assert!(v("missing").is_none());
+    }
+
+    #[test]
+    fn forwarded_for_is_appended() {
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.9"));
+        let client = ClientInfo {
+            ip: "127.0.0.1".parse().unwrap(),
+            proto: "http",
+            host: Some("gw.example"),
+        };
+        set_forwarded(&mut h, &client);
+        assert_eq!(h[X_FORWARDED_FOR], "203.0.113.9, 127.0.0.1");
+        assert_eq!(h[X_FORWARDED_HOST], "gw.example");
+        assert_eq!(h[X_FORWARDED_PROTO], "http");
+    }
+}

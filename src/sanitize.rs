@@ -1,0 +1,116 @@
+//! The first stage: make the request path safe to match and forward.
+//!
+//! Route matching and the upstream must see the same path, or an attacker can pick a path
+//! that matches a weak route here and means a protected resource upstream (Envoy's and
+//! nginx's path-confusion advisories are this bug). So before matching:
+//! - percent-encoded unreserved characters are decoded (RFC 3986 §6.2.2.2: `%61dmin` is
+//!   `admin`), other escapes get upper-case hex (§6.2.2.1);
+//! - encoded `/`, `\` and NUL are rejected: they make one path mean two things;
+//! - dot segments (`.`, `..`, also as `%2e`) are rejected rather than resolved: a client that
+//!   sends them is either broken or probing, and resolving them hides that;
+//! - only origin-form targets are routed (no `*`, no authority-form).
+//!
+//! The normalized path is what the upstream receives.
+
+use std::borrow::Cow;
+
+use crate::error::GatewayError;
+
+/// Returns the normalized path, borrowing when nothing changes (the common case).
+pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, GatewayError> {
+    if !raw.starts_with('/') {
+        return Err(GatewayError::BadRequestTarget(
+            "the request target must be an absolute path",
+        ));
+    }
+    if raw.contains('\\') {
+        return Err(GatewayError::BadRequestTarget("the path contains a backslash"));
+    }
+    let path: Cow<str> = if raw.contains('%') {
+        Cow::Owned(decode_unreserved(raw)?)
+    } else {
+        Cow::Borrowed(raw)
+    };
+    if path.split('/').any(|s| s == "." || s == "..") {
+        return Err(GatewayError::BadRequestTarget("the path contains a dot segment"));
+    }
+    Ok(path)
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn decode_unreserved(raw: &str) -> Result<String, GatewayError> {
+    const BAD_ESCAPE: GatewayError =
+        GatewayError::BadRequestTarget("the path contains an invalid percent-encoding");
+    let bytes = raw.as_bytes();
+    let mut out = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'%' {
+            // Copy the run up to the next escape as a str slice: `%` is ASCII, so this never
+            // splits a UTF-8 sequence.
+            let end = raw[i..].find('%').map_or(raw.len(), |n| i + n);
+            out.push_str(&raw[i..end]);
+            i = end;
+            continue;
+        }
+        let (Some(h), Some(l)) = (
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) else {
+            return Err(BAD_ESCAPE);
+        };
+        let decoded = h * 16 + l;
+        match decoded {
+            b'/' | b'\\' | 0 => {
+                return Err(GatewayError::BadRequestTarget(
+                    "the path contains an encoded slash, backslash or NUL",
+                ))
+            }
+            c if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') => {
+                out.push(c as char)
+            }
+            c => {
+                out.push('%');
+                out.push(char::from(b"0123456789ABCDEF"[usize::from(c >> 4)]));
+                out.push(char::from(b"0123456789ABCDEF"[usize::from(c & 15)]));
+            }
+        }
+        i += 3;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_paths_are_borrowed() {
+        assert!(matches!(normalize_path("/api/orders/7"), Ok(Cow::Borrowed(_))));
+    }
+
+    #[test]
+    fn unreserved_escapes_are_decoded_and_others_uppercased() {
+        assert_eq!(normalize_path("/api/%61dmin").unwrap(), "/api/admin");
+        assert_eq!(normalize_path("/a%20b%c3%a9").unwrap(), "/a%20b%C3%A9");
+    }
+
+    #[test]
+    fn confusing_paths_are_rejected() {
+        for p in [
+            "/catalog/../api", "/./x", "/a/%2e%2e/b", "/a/%2E/b", "/a%2fb", "/a%5Cb", "/a\\b",
+            "/a%00", "/a%zz", "/a%4", "*", "example.com:443",
+        ] {
+            assert!(normalize_path(p).is_err(), "{p} should be rejected");
+        }
+        assert!(normalize_path("/a/..b/c.").is_ok());
+    }
+}

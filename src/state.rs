@@ -1,0 +1,95 @@
+//! The running configuration: one immutable [`Snapshot`] behind an `ArcSwap`.
+//!
+//! A request loads the snapshot once (`load_full`, an owned `Arc`) and keeps it to the end, so
+//! a request in flight finishes on the config it started with; arc-swap's docs warn against
+//! holding its `Guard` across `.await`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use http::HeaderName;
+
+use crate::auth::Issuers;
+use crate::routes::RouteTable;
+
+/// Server limits, compiled from `limits:` with named defaults.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub header_read_timeout: Duration,
+    pub max_request_header_bytes: usize,
+    pub max_request_body_bytes: u64,
+    pub max_connections: usize,
+    pub h2_max_concurrent_streams: u32,
+    pub h2_max_header_list_bytes: u32,
+    pub upstream_connect_timeout: Duration,
+    pub upstream_idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        use crate::config::defaults as d;
+        Limits {
+            header_read_timeout: Duration::from_millis(d::HEADER_READ_TIMEOUT_MS),
+            max_request_header_bytes: d::MAX_REQUEST_HEADER_BYTES,
+            max_request_body_bytes: d::MAX_REQUEST_BODY_BYTES,
+            max_connections: d::MAX_CONNECTIONS,
+            h2_max_concurrent_streams: d::H2_MAX_CONCURRENT_STREAMS,
+            h2_max_header_list_bytes: d::H2_MAX_HEADER_LIST_BYTES,
+            upstream_connect_timeout: Duration::from_millis(d::UPSTREAM_CONNECT_TIMEOUT_MS),
+            upstream_idle_timeout: Duration::from_millis(d::UPSTREAM_IDLE_TIMEOUT_MS),
+        }
+    }
+}
+
+/// Everything a request needs, validated and compiled.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub listen: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    pub realm: String,
+    /// `Bearer realm="..."`, precomputed for 401 answers without an error code.
+    pub challenge_prefix: String,
+    pub limits: Limits,
+    pub issuers: Issuers,
+    pub routes: RouteTable,
+    /// Every header named in any route's `claims_to_headers`: removed from every incoming
+    /// request on every route, so clients can never spoof identity headers.
+    pub identity_headers: Vec<HeaderName>,
+    /// SHA-256 of the config source, hex.
+    pub sha256: String,
+    pub loaded_at: SystemTime,
+}
+
+impl Snapshot {
+    /// Records the digest of the source the snapshot was compiled from.
+    pub fn with_source_digest(mut self, source: &str) -> Self {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, source.as_bytes());
+        self.sha256 = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        self
+    }
+}
+
+/// The swappable holder shared by the server, the admin listener and (later) reloads.
+pub struct SharedState {
+    current: ArcSwap<Snapshot>,
+}
+
+impl SharedState {
+    pub fn new(snapshot: Snapshot) -> Arc<Self> {
+        Arc::new(SharedState {
+            current: ArcSwap::from_pointee(snapshot),
+        })
+    }
+
+    /// The snapshot for one request, owned for the request's lifetime.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Replaces the snapshot; requests already running keep the old one.
+    pub fn replace(&self, snapshot: Snapshot) {
+        self.current.store(Arc::new(snapshot));
+    }
+}
