@@ -34,8 +34,12 @@ impl Handler for Admin {
             return json(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#);
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            let mut r = json(StatusCode::METHOD_NOT_ALLOWED, r#"{"error":"method_not_allowed"}"#);
-            r.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            let mut r = json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                r#"{"error":"method_not_allowed"}"#,
+            );
+            r.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
             return r;
         }
         match path {

@@ -10,5 +10,7 @@ pub type Body = BoxBody<Bytes, BoxError>;
 
 /// An in-memory body.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }

@@ -11,7 +11,11 @@ use serde_json::Value;
 use crate::devkeys::{self, TokenSpec};
 
 #[derive(Parser, Debug)]
-#[command(name = "tollgate", version, about = "An API gateway that validates OAuth2 JWT access tokens once, at the edge")]
+#[command(
+    name = "tollgate",
+    version,
+    about = "An API gateway that validates OAuth2 JWT access tokens once, at the edge"
+)]
 pub struct Cli {
     /// Log format on stderr; the level comes from RUST_LOG (default: info).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -124,10 +128,35 @@ pub fn main() -> ExitCode {
             init_logging(cli.log_format);
             runtime().and_then(|rt| rt.block_on(crate::demo::run(&config, listen.as_deref())))
         }
-        Command::Keygen { alg, kid, out, force } => keygen(alg, &kid, &out, force),
-        Command::Token { key, kid, alg, iss, aud, sub, scope, client_id, ttl, claims } => {
-            token(&key, &kid, alg.as_deref(), iss, aud, sub, scope, client_id, &ttl, &claims)
-        }
+        Command::Keygen {
+            alg,
+            kid,
+            out,
+            force,
+        } => keygen(alg, &kid, &out, force),
+        Command::Token {
+            key,
+            kid,
+            alg,
+            iss,
+            aud,
+            sub,
+            scope,
+            client_id,
+            ttl,
+            claims,
+        } => token(
+            &key,
+            &kid,
+            alg.as_deref(),
+            iss,
+            aud,
+            sub,
+            scope,
+            client_id,
+            &ttl,
+            &claims,
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -139,7 +168,9 @@ pub fn main() -> ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 /// Logs go to stderr; RUST_LOG sets the level. Tokens, keys and secrets are never logged.
@@ -171,7 +202,11 @@ fn check(file: &Path) -> ExitCode {
         Err(e) => {
             eprintln!("{e}");
             let n = e.diagnostics.len();
-            eprintln!("{}: {n} error{}", file.display(), if n == 1 { "" } else { "s" });
+            eprintln!(
+                "{}: {n} error{}",
+                file.display(),
+                if n == 1 { "" } else { "s" }
+            );
             ExitCode::FAILURE
         }
     }
@@ -210,7 +245,11 @@ pub async fn shutdown_signal() {
 }
 
 fn keygen(alg: KeyAlg, kid: &str, out: &Path, force: bool) -> anyhow::Result<()> {
-    if kid.is_empty() || !kid.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+    if kid.is_empty()
+        || !kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
         anyhow::bail!("--kid may only use letters, digits, `-`, `_` and `.`");
     }
     let key = devkeys::generate(alg.algorithm(), kid).map_err(anyhow::Error::msg)?;
@@ -254,7 +293,8 @@ fn token(
     ttl: &str,
     claims: &[String],
 ) -> anyhow::Result<()> {
-    let pem = std::fs::read(key).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", key.display()))?;
+    let pem =
+        std::fs::read(key).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", key.display()))?;
     let alg = match alg {
         Some(name) => crate::auth::jwks::parse_algorithm(name)
             .ok_or_else(|| anyhow::anyhow!("--alg {name} is not supported"))?,
@@ -279,6 +319,9 @@ fn token(
         ttl: devkeys::parse_duration(ttl).map_err(anyhow::Error::msg)?,
         extra,
     };
-    println!("{}", devkeys::mint(&key, &spec).map_err(anyhow::Error::msg)?);
+    println!(
+        "{}",
+        devkeys::mint(&key, &spec).map_err(anyhow::Error::msg)?
+    );
     Ok(())
 }

@@ -10,7 +10,6 @@ pub mod raw;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-
 use self::positions::{Position, PositionIndex};
 use self::raw::RawConfig;
 use crate::state::Snapshot;

@@ -44,7 +44,8 @@ async fn spawn_helper<H: crate::server::Handler>(
     handler: H,
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<SocketAddr> {
-    let listener = crate::server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), "demo helper").await?;
+    let listener =
+        crate::server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), "demo helper").await?;
     let addr = listener.local_addr()?;
     let mut stop = stop.clone();
     tokio::spawn(crate::server::serve(
@@ -72,7 +73,10 @@ pub async fn run(config: &Path, listen: Option<&str>) -> anyhow::Result<()> {
 
     let jwks_file = jwks_path.to_string_lossy().into_owned();
     // Read the issuer and upstreams the file names, to start matching helpers.
-    let base_dir = config.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let base_dir = config
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
     let mut upstreams: BTreeMap<String, String> = BTreeMap::new();
     let mut issuer = None;
     crate::config::load_patched(&source, config, &base_dir, |raw| {
@@ -84,12 +88,14 @@ pub async fn run(config: &Path, listen: Option<&str>) -> anyhow::Result<()> {
                 upstreams.insert(u.clone(), String::new());
             }
         }
-        issuer = raw.issuers.first().and_then(|i| {
-            Some((i.issuer.clone()?, i.audiences.as_ref()?.first()?.clone()))
-        });
+        issuer = raw
+            .issuers
+            .first()
+            .and_then(|i| Some((i.issuer.clone()?, i.audiences.as_ref()?.first()?.clone())));
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (iss, aud) = issuer.context("the config has no issuer with an audience to mint tokens for")?;
+    let (iss, aud) =
+        issuer.context("the config has no issuer with an audience to mint tokens for")?;
 
     let mut echo_by_authority: HashMap<String, SocketAddr> = HashMap::new();
     for (url, local) in upstreams.iter_mut() {
@@ -98,7 +104,13 @@ pub async fn run(config: &Path, listen: Option<&str>) -> anyhow::Result<()> {
         let addr = match echo_by_authority.get(&authority) {
             Some(a) => *a,
             None => {
-                let a = spawn_helper(echo::Echo { name: authority.clone() }, &stop_rx).await?;
+                let a = spawn_helper(
+                    echo::Echo {
+                        name: authority.clone(),
+                    },
+                    &stop_rx,
+                )
+                .await?;
                 echo_by_authority.insert(authority.clone(), a);
                 a
             }
@@ -115,7 +127,8 @@ pub async fn run(config: &Path, listen: Option<&str>) -> anyhow::Result<()> {
             },
         )]);
         // The IdP needs its own URL for discovery; bind first, then build it.
-        let listener = crate::server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), "demo idp").await?;
+        let listener =
+            crate::server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), "demo idp").await?;
         let addr = listener.local_addr()?;
         let idp = idp::Idp {
             key: devkeys::from_pem(key.private_pem.as_bytes(), DEMO_KID, Algorithm::RS256)
@@ -173,19 +186,40 @@ pub async fn run(config: &Path, listen: Option<&str>) -> anyhow::Result<()> {
     };
     let read_token = mint("orders:read")?;
     let gw = format!("http://{}", running.addr);
-    let admin = running.admin_addr.map(|a| format!("http://{a}")).unwrap_or_default();
+    let admin = running
+        .admin_addr
+        .map(|a| format!("http://{a}"))
+        .unwrap_or_default();
     let idp = format!("http://{idp_listener_addr}");
     let mut out = std::io::stdout().lock();
-    writeln!(out, "tollgate demo: gateway on {gw}, admin on {admin}, dev token endpoint on {idp}")?;
-    writeln!(out, "(tokens below are signed by a key that lives only in this process; Ctrl-C stops the demo)")?;
+    writeln!(
+        out,
+        "tollgate demo: gateway on {gw}, admin on {admin}, dev token endpoint on {idp}"
+    )?;
+    writeln!(
+        out,
+        "(tokens below are signed by a key that lives only in this process; Ctrl-C stops the demo)"
+    )?;
     writeln!(out)?;
     writeln!(out, "# 200: a token with scope orders:read may read orders (see X-User-Id in the echo, and no Authorization)")?;
-    writeln!(out, "curl -i -H 'Authorization: Bearer {read_token}' {gw}/api/orders/42")?;
+    writeln!(
+        out,
+        "curl -i -H 'Authorization: Bearer {read_token}' {gw}/api/orders/42"
+    )?;
     writeln!(out, "# 401: no token")?;
     writeln!(out, "curl -i {gw}/api/orders/42")?;
-    writeln!(out, "# 403: the same token may not create orders (orders:write is required)")?;
-    writeln!(out, "curl -i -X POST -H 'Authorization: Bearer {read_token}' {gw}/api/orders")?;
-    writeln!(out, "# get a token yourself, OAuth2 client credentials grant (RFC 6749 §4.4):")?;
+    writeln!(
+        out,
+        "# 403: the same token may not create orders (orders:write is required)"
+    )?;
+    writeln!(
+        out,
+        "curl -i -X POST -H 'Authorization: Bearer {read_token}' {gw}/api/orders"
+    )?;
+    writeln!(
+        out,
+        "# get a token yourself, OAuth2 client credentials grant (RFC 6749 §4.4):"
+    )?;
     writeln!(out, "curl -s -u {DEMO_CLIENT_ID}:{DEMO_CLIENT_SECRET} -d grant_type=client_credentials -d 'scope=orders:read orders:write' {idp}/oauth2/token")?;
     writeln!(out, "# public, no token needed:")?;
     writeln!(out, "curl -i {gw}/catalog/items")?;

@@ -24,10 +24,16 @@ pub struct DevKey {
 pub fn generate(alg: Algorithm, kid: &str) -> Result<DevKey, String> {
     let rng = SystemRandom::new();
     let der: Vec<u8> = match alg {
-        Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512 => {
+        Algorithm::RS256
+        | Algorithm::RS384
+        | Algorithm::RS512
+        | Algorithm::PS256
+        | Algorithm::PS384
+        | Algorithm::PS512 => {
             let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
                 .map_err(|_| "RSA key generation failed")?;
-            let der: aws_lc_rs::encoding::Pkcs8V1Der = pair.as_der().map_err(|_| "RSA key encoding failed")?;
+            let der: aws_lc_rs::encoding::Pkcs8V1Der =
+                pair.as_der().map_err(|_| "RSA key encoding failed")?;
             der.as_ref().to_vec()
         }
         Algorithm::ES256 | Algorithm::ES384 => {
@@ -138,7 +144,11 @@ pub fn mint(key: &DevKey, spec: &TokenSpec) -> Result<String, String> {
     claims.insert("iss".into(), json!(spec.iss));
     claims.insert(
         "aud".into(),
-        if spec.aud.len() == 1 { json!(spec.aud[0]) } else { json!(spec.aud) },
+        if spec.aud.len() == 1 {
+            json!(spec.aud[0])
+        } else {
+            json!(spec.aud)
+        },
     );
     claims.insert("sub".into(), json!(spec.sub));
     claims.insert("client_id".into(), json!(spec.client_id));
@@ -157,7 +167,8 @@ pub fn mint(key: &DevKey, spec: &TokenSpec) -> Result<String, String> {
     let mut header = Header::new(key.alg);
     header.kid = Some(key.kid.clone());
     header.typ = Some("at+jwt".into());
-    jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(|e| format!("signing failed: {e}"))
+    jsonwebtoken::encode(&header, &claims, &key.encoding)
+        .map_err(|e| format!("signing failed: {e}"))
 }
 
 /// Parses `30s`, `15m`, `1h`, `7d` or plain seconds.
@@ -175,7 +186,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => n * 60,
         "h" => n * 3600,
         "d" => n * 86_400,
-        _ => return Err(format!("`{text}` is not a duration like 90s, 15m, 1h or 7d")),
+        _ => {
+            return Err(format!(
+                "`{text}` is not a duration like 90s, 15m, 1h or 7d"
+            ))
+        }
     };
     Ok(Duration::from_secs(secs))
 }

@@ -74,9 +74,10 @@ impl GatewayError {
         match self {
             GatewayError::BadRequestTarget(d) => ("invalid_request", d),
             GatewayError::RouteNotFound => ("not_found", "no route matches this path"),
-            GatewayError::MethodNotAllowed(_) => {
-                ("method_not_allowed", "the route does not accept this method")
-            }
+            GatewayError::MethodNotAllowed(_) => (
+                "method_not_allowed",
+                "the route does not accept this method",
+            ),
             GatewayError::MissingToken => ("unauthorized", "a bearer token is required"),
             GatewayError::MalformedAuthorization(d) => ("invalid_request", d),
             GatewayError::InvalidToken(e) => ("invalid_token", e.description),
@@ -117,7 +118,10 @@ impl GatewayError {
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         // RFC 6750 §3: error responses must not be cached.
-        headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
         if let Some(challenge) = self.challenge(challenge_prefix) {
             // Descriptions and scopes are validated to be quoted-string safe at compile time.
             if let Ok(v) = HeaderValue::from_str(&challenge) {

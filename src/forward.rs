@@ -140,7 +140,10 @@ mod tests {
     #[test]
     fn connection_named_headers_are_removed() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, X-User-Id"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-User-Id"),
+        );
         h.insert("x-user-id", HeaderValue::from_static("admin"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         h.insert("x-other", HeaderValue::from_static("1"));

@@ -20,7 +20,6 @@ pub mod server;
 pub mod state;
 pub mod upstream;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -37,12 +36,12 @@ use crate::state::{SharedState, Snapshot};
 pub const SHUTDOWN_GRACE_SECS: u64 = 30;
 
 impl server::Handler for Gateway {
-    fn call(
+    async fn call(
         self: Arc<Self>,
         req: http::Request<hyper::body::Incoming>,
         conn: Connection,
-    ) -> impl Future<Output = http::Response<body::Body>> + Send {
-        async move { self.handle(req, conn).await }
+    ) -> http::Response<body::Body> {
+        self.handle(req, conn).await
     }
 }
 

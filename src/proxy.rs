@@ -120,11 +120,14 @@ impl Gateway {
         // 5. authorize
         if let Some(t) = &token {
             if !route.scopes.is_satisfied_by(&t.claims) {
-                return Err(GatewayError::InsufficientScope(route.scope_challenge.clone()));
+                return Err(GatewayError::InsufficientScope(
+                    route.scope_challenge.clone(),
+                ));
             }
         }
         // 6. build
-        let upstream_req = build_upstream_request(req, &route, &path, token.as_ref(), snapshot, conn)?;
+        let upstream_req =
+            build_upstream_request(req, &route, &path, token.as_ref(), snapshot, conn)?;
         // 7. send
         let response = upstream::send(&self.client, upstream_req, route.timeout)
             .await

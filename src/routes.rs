@@ -237,7 +237,10 @@ mod tests {
         assert_eq!(id(t.find("/api/orders", &Method::POST)), "orders-write");
         assert_eq!(id(t.find("/api/orders/", &Method::GET)), "orders-read");
         assert_eq!(id(t.find("/api/ordersX", &Method::GET)), "api");
-        assert_eq!(id(t.find("/api/orders/7", &Method::DELETE)), "405 GET, HEAD, POST");
+        assert_eq!(
+            id(t.find("/api/orders/7", &Method::DELETE)),
+            "405 GET, HEAD, POST"
+        );
         assert_eq!(id(t.find("/apix", &Method::GET)), "404");
         assert_eq!(id(t.find("/", &Method::GET)), "404");
     }

@@ -24,7 +24,9 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, GatewayError> {
         ));
     }
     if raw.contains('\\') {
-        return Err(GatewayError::BadRequestTarget("the path contains a backslash"));
+        return Err(GatewayError::BadRequestTarget(
+            "the path contains a backslash",
+        ));
     }
     let path: Cow<str> = if raw.contains('%') {
         Cow::Owned(decode_unreserved(raw)?)
@@ -32,7 +34,9 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, GatewayError> {
         Cow::Borrowed(raw)
     };
     if path.split('/').any(|s| s == "." || s == "..") {
-        return Err(GatewayError::BadRequestTarget("the path contains a dot segment"));
+        return Err(GatewayError::BadRequestTarget(
+            "the path contains a dot segment",
+        ));
     }
     Ok(path)
 }
@@ -94,7 +98,10 @@ mod tests {
 
     #[test]
     fn plain_paths_are_borrowed() {
-        assert!(matches!(normalize_path("/api/orders/7"), Ok(Cow::Borrowed(_))));
+        assert!(matches!(
+            normalize_path("/api/orders/7"),
+            Ok(Cow::Borrowed(_))
+        ));
     }
 
     #[test]
@@ -106,8 +113,18 @@ mod tests {
     #[test]
     fn confusing_paths_are_rejected() {
         for p in [
-            "/catalog/../api", "/./x", "/a/%2e%2e/b", "/a/%2E/b", "/a%2fb", "/a%5Cb", "/a\\b",
-            "/a%00", "/a%zz", "/a%4", "*", "example.com:443",
+            "/catalog/../api",
+            "/./x",
+            "/a/%2e%2e/b",
+            "/a/%2E/b",
+            "/a%2fb",
+            "/a%5Cb",
+            "/a\\b",
+            "/a%00",
+            "/a%zz",
+            "/a%4",
+            "*",
+            "example.com:443",
         ] {
             assert!(normalize_path(p).is_err(), "{p} should be rejected");
         }

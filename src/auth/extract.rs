@@ -58,9 +58,9 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<Credentials<'_>, MalformedAut
 fn is_b64token(token: &str) -> bool {
     let body = token.trim_end_matches('=');
     !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
 }
 
 #[cfg(test)]
@@ -78,15 +78,27 @@ mod tests {
 
     #[test]
     fn scheme_is_case_insensitive() {
-        assert_eq!(bearer_token(&with(&["bearer abc.def.ghi"])), Ok(Credentials::Bearer("abc.def.ghi")));
-        assert_eq!(bearer_token(&with(&["BEARER  abc"])), Ok(Credentials::Bearer("abc")));
+        assert_eq!(
+            bearer_token(&with(&["bearer abc.def.ghi"])),
+            Ok(Credentials::Bearer("abc.def.ghi"))
+        );
+        assert_eq!(
+            bearer_token(&with(&["BEARER  abc"])),
+            Ok(Credentials::Bearer("abc"))
+        );
     }
 
     #[test]
     fn other_schemes_and_absence_are_missing() {
         assert_eq!(bearer_token(&HeaderMap::new()), Ok(Credentials::Missing));
-        assert_eq!(bearer_token(&with(&["Basic dXNlcjpwYXNz"])), Ok(Credentials::Missing));
-        assert_eq!(bearer_token(&with(&["Bearerabc"])), Ok(Credentials::Missing));
+        assert_eq!(
+            bearer_token(&with(&["Basic dXNlcjpwYXNz"])),
+            Ok(Credentials::Missing)
+        );
+        assert_eq!(
+            bearer_token(&with(&["Bearerabc"])),
+            Ok(Credentials::Missing)
+        );
     }
 
     #[test]

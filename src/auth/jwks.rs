@@ -77,7 +77,10 @@ impl KeySet {
         let mut refused = Vec::new();
         let mut keys = Vec::new();
         for (index, entry) in entries.iter().enumerate() {
-            let kid = entry.get("kid").and_then(|k| k.as_str()).map(str::to_string);
+            let kid = entry
+                .get("kid")
+                .and_then(|k| k.as_str())
+                .map(str::to_string);
             match key_from_jwk(entry) {
                 Ok(k) => keys.push(k),
                 Err(reason) => refused.push(RefusedKey { index, kid, reason }),
@@ -146,7 +149,8 @@ fn key_from_jwk(entry: &serde_json::Value) -> Result<VerifyKey, String> {
     if entry.get("kty").and_then(|k| k.as_str()) == Some("oct") {
         return Err("symmetric (`oct`) keys are not accepted".into());
     }
-    let jwk: Jwk = serde_json::from_value(entry.clone()).map_err(|e| format!("invalid JWK: {e}"))?;
+    let jwk: Jwk =
+        serde_json::from_value(entry.clone()).map_err(|e| format!("invalid JWK: {e}"))?;
     if let Some(PublicKeyUse::Encryption) = jwk.common.public_key_use {
         return Err("key is for encryption (`use: enc`), not signatures".into());
     }
@@ -257,7 +261,10 @@ mod tests {
     #[test]
     fn modulus_bits_ignore_leading_zero_bytes() {
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        assert_eq!(rsa_modulus_bits(&b64.encode([0u8, 0x80, 0, 0])).unwrap(), 24);
+        assert_eq!(
+            rsa_modulus_bits(&b64.encode([0u8, 0x80, 0, 0])).unwrap(),
+            24
+        );
         assert_eq!(rsa_modulus_bits(&b64.encode([0x01, 0xff])).unwrap(), 9);
     }
 

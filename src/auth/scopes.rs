@@ -23,9 +23,7 @@ impl ScopeRequirement {
     pub fn is_satisfied_by(&self, claims: &Map<String, Value>) -> bool {
         match self {
             ScopeRequirement::None => true,
-            ScopeRequirement::AllOf(required) => {
-                required.iter().all(|s| grants(claims, s))
-            }
+            ScopeRequirement::AllOf(required) => required.iter().all(|s| grants(claims, s)),
             ScopeRequirement::AnyOf(options) => options.iter().any(|s| grants(claims, s)),
         }
     }
@@ -58,7 +56,9 @@ fn grants(claims: &Map<String, Value>, scope: &str) -> bool {
 
 /// Whether a scope name is a valid scope-token (RFC 6749 §3.3: %x21 / %x23-5B / %x5D-7E).
 pub fn is_valid_scope_token(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
 }
 
 #[cfg(test)]
@@ -75,7 +75,9 @@ mod tests {
         let c = claims(json!({"scope": "admin orders:read"}));
         assert!(!ScopeRequirement::AllOf(vec!["superadmin".into()]).is_satisfied_by(&c));
         assert!(!ScopeRequirement::AllOf(vec!["orders".into()]).is_satisfied_by(&c));
-        assert!(ScopeRequirement::AllOf(vec!["admin".into(), "orders:read".into()]).is_satisfied_by(&c));
+        assert!(
+            ScopeRequirement::AllOf(vec!["admin".into(), "orders:read".into()]).is_satisfied_by(&c)
+        );
     }
 
     #[test]

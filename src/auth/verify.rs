@@ -154,8 +154,10 @@ pub fn verify(
         return Err(NOT_A_JWS);
     }
 
-    let header = decode_json_object(h64)
-        .ok_or(reject(Reason::Malformed, "token header is not a base64url JSON object"))?;
+    let header = decode_json_object(h64).ok_or(reject(
+        Reason::Malformed,
+        "token header is not a base64url JSON object",
+    ))?;
     let alg = header_alg(&header)?;
     if header.contains_key("crit") {
         // RFC 7515 §4.1.11: extensions we do not understand must fail verification.
@@ -170,8 +172,10 @@ pub fn verify(
         }
     }
 
-    let claims = decode_json_object(p64)
-        .ok_or(reject(Reason::Malformed, "token payload is not a base64url JSON object"))?;
+    let claims = decode_json_object(p64).ok_or(reject(
+        Reason::Malformed,
+        "token payload is not a base64url JSON object",
+    ))?;
     let issuer = match claims.get("iss") {
         Some(Value::String(iss)) => issuers
             .by_iss(iss)
@@ -197,7 +201,12 @@ pub fn verify(
     let kid = match header.get("kid") {
         None => None,
         Some(Value::String(k)) => Some(k.as_str()),
-        Some(_) => return Err(reject(Reason::Malformed, "kid header parameter is not a string")),
+        Some(_) => {
+            return Err(reject(
+                Reason::Malformed,
+                "kid header parameter is not a string",
+            ))
+        }
     };
     let key = issuer.keys.select(kid, alg).map_err(|e| match e {
         KeyLookupError::UnknownKid => reject(Reason::UnknownKid, "token key id is unknown"),
@@ -279,7 +288,10 @@ fn check_typ(header: &Map<String, Value>, issuer: &Issuer) -> Result<(), TokenEr
     if ok {
         Ok(())
     } else {
-        Err(reject(Reason::WrongTyp, "token typ is not the required type"))
+        Err(reject(
+            Reason::WrongTyp,
+            "token typ is not the required type",
+        ))
     }
 }
 
@@ -320,7 +332,10 @@ fn check_time_claims(claims: &Map<String, Value>, leeway: u64, now: u64) -> Resu
     let iat = numeric_date(claims, "iat")
         .map_err(|_| reject(Reason::BadClaim, "iat claim is not a number"))?;
     if iat.is_some_and(|iat| iat > now + leeway) {
-        return Err(reject(Reason::NotYetValid, "token was issued in the future"));
+        return Err(reject(
+            Reason::NotYetValid,
+            "token was issued in the future",
+        ));
     }
     Ok(())
 }
@@ -333,18 +348,27 @@ fn check_audience(claims: &Map<String, Value>, audiences: &[String]) -> Result<(
         Some(Value::String(a)) => accepted(a),
         Some(Value::Array(items)) => {
             if !items.iter().all(Value::is_string) {
-                return Err(reject(Reason::BadClaim, "aud claim is not a string or array of strings"));
+                return Err(reject(
+                    Reason::BadClaim,
+                    "aud claim is not a string or array of strings",
+                ));
             }
             items.iter().filter_map(Value::as_str).any(accepted)
         }
         Some(_) => {
-            return Err(reject(Reason::BadClaim, "aud claim is not a string or array of strings"))
+            return Err(reject(
+                Reason::BadClaim,
+                "aud claim is not a string or array of strings",
+            ))
         }
     };
     if ok {
         Ok(())
     } else {
-        Err(reject(Reason::WrongAudience, "token audience is not accepted"))
+        Err(reject(
+            Reason::WrongAudience,
+            "token audience is not accepted",
+        ))
     }
 }
 
@@ -365,14 +389,26 @@ mod tests {
         assert_eq!(e.description, "nbf claim is not a number");
         let e = check_time_claims(&c(json!({"exp": 200, "iat": null})), 30, 100).unwrap_err();
         assert_eq!(e.description, "iat claim is not a number");
-        assert!(check_time_claims(&c(json!({"exp": 200.5, "nbf": 120, "iat": 90})), 30, 100).is_ok());
+        assert!(
+            check_time_claims(&c(json!({"exp": 200.5, "nbf": 120, "iat": 90})), 30, 100).is_ok()
+        );
     }
 
     #[test]
     fn leeway_applies_both_ways() {
         assert!(check_time_claims(&c(json!({"exp": 80})), 30, 100).is_ok());
-        assert_eq!(check_time_claims(&c(json!({"exp": 70})), 30, 100).unwrap_err().reason, Reason::Expired);
-        assert_eq!(check_time_claims(&c(json!({"exp": 900, "nbf": 131})), 30, 100).unwrap_err().reason, Reason::NotYetValid);
+        assert_eq!(
+            check_time_claims(&c(json!({"exp": 70})), 30, 100)
+                .unwrap_err()
+                .reason,
+            Reason::Expired
+        );
+        assert_eq!(
+            check_time_claims(&c(json!({"exp": 900, "nbf": 131})), 30, 100)
+                .unwrap_err()
+                .reason,
+            Reason::NotYetValid
+        );
     }
 
     #[test]

@@ -25,7 +25,11 @@ const MAX_ROUTE_TIMEOUT_MS: u64 = 3_600_000;
 /// Compiles `raw`; returns `None` only when nothing usable could be built. Callers must also
 /// check `diags`: a snapshot is only valid when no diagnostic was recorded.
 pub fn compile(raw: RawConfig, base_dir: &Path, diags: &mut Diagnostics) -> Option<Snapshot> {
-    let listen = socket_addr(raw.listen.as_deref().unwrap_or(d::LISTEN_ADDR), "listen", diags);
+    let listen = socket_addr(
+        raw.listen.as_deref().unwrap_or(d::LISTEN_ADDR),
+        "listen",
+        diags,
+    );
     let admin = raw
         .admin
         .as_deref()
@@ -46,7 +50,10 @@ pub fn compile(raw: RawConfig, base_dir: &Path, diags: &mut Diagnostics) -> Opti
         let path = format!("issuers[{i}]");
         if let Some(issuer) = issuer(ri, &path, base_dir, diags) {
             if !issuer_ids.insert(issuer.id.clone()) {
-                diags.error(format!("{path}.id"), format!("issuer id `{}` is used twice", issuer.id));
+                diags.error(
+                    format!("{path}.id"),
+                    format!("issuer id `{}` is used twice", issuer.id),
+                );
             }
             if !iss_values.insert(issuer.issuer.clone()) {
                 diags.error(
@@ -68,12 +75,17 @@ pub fn compile(raw: RawConfig, base_dir: &Path, diags: &mut Diagnostics) -> Opti
         let id = rr.id.clone().unwrap_or_default();
         if !id.is_empty() {
             if let Some(prev) = route_ids.insert(id.clone(), i) {
-                diags.error(format!("{path}.id"), format!("route id `{id}` is already used by routes[{prev}]"));
+                diags.error(
+                    format!("{path}.id"),
+                    format!("route id `{id}` is already used by routes[{prev}]"),
+                );
             }
         }
         if let Some(p) = rr.path.clone() {
             let methods = rr.methods.as_ref().map(|list| {
-                list.iter().filter_map(|m| Method::from_bytes(m.as_bytes()).ok()).collect::<Vec<_>>()
+                list.iter()
+                    .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
+                    .collect::<Vec<_>>()
             });
             for (other_id, other_path, other_methods) in &seen {
                 if *other_path == p {
@@ -141,10 +153,21 @@ fn limits(raw: &RawLimits, diags: &mut Diagnostics) -> Limits {
             None => default,
         }
     };
-    let header_read_timeout_ms =
-        positive(raw.header_read_timeout_ms, "header_read_timeout_ms", d::HEADER_READ_TIMEOUT_MS);
-    let max_body = positive(raw.max_request_body_bytes, "max_request_body_bytes", d::MAX_REQUEST_BODY_BYTES);
-    let max_conns = positive(raw.max_connections.map(|v| v as u64), "max_connections", d::MAX_CONNECTIONS as u64);
+    let header_read_timeout_ms = positive(
+        raw.header_read_timeout_ms,
+        "header_read_timeout_ms",
+        d::HEADER_READ_TIMEOUT_MS,
+    );
+    let max_body = positive(
+        raw.max_request_body_bytes,
+        "max_request_body_bytes",
+        d::MAX_REQUEST_BODY_BYTES,
+    );
+    let max_conns = positive(
+        raw.max_connections.map(|v| v as u64),
+        "max_connections",
+        d::MAX_CONNECTIONS as u64,
+    );
     let streams = positive(
         raw.h2_max_concurrent_streams.map(u64::from),
         "h2_max_concurrent_streams",
@@ -155,9 +178,19 @@ fn limits(raw: &RawLimits, diags: &mut Diagnostics) -> Limits {
         "h2_max_header_list_bytes",
         u64::from(d::H2_MAX_HEADER_LIST_BYTES),
     );
-    let connect = positive(raw.upstream_connect_timeout_ms, "upstream_connect_timeout_ms", d::UPSTREAM_CONNECT_TIMEOUT_MS);
-    let idle = positive(raw.upstream_idle_timeout_ms, "upstream_idle_timeout_ms", d::UPSTREAM_IDLE_TIMEOUT_MS);
-    let header_bytes = raw.max_request_header_bytes.unwrap_or(d::MAX_REQUEST_HEADER_BYTES);
+    let connect = positive(
+        raw.upstream_connect_timeout_ms,
+        "upstream_connect_timeout_ms",
+        d::UPSTREAM_CONNECT_TIMEOUT_MS,
+    );
+    let idle = positive(
+        raw.upstream_idle_timeout_ms,
+        "upstream_idle_timeout_ms",
+        d::UPSTREAM_IDLE_TIMEOUT_MS,
+    );
+    let header_bytes = raw
+        .max_request_header_bytes
+        .unwrap_or(d::MAX_REQUEST_HEADER_BYTES);
     let header_bytes = if header_bytes < d::MIN_REQUEST_HEADER_BYTES {
         diags.error(
             "limits.max_request_header_bytes",
@@ -179,7 +212,11 @@ fn limits(raw: &RawLimits, diags: &mut Diagnostics) -> Limits {
     }
 }
 
-fn required<'a>(value: &'a Option<String>, path: String, diags: &mut Diagnostics) -> Option<&'a str> {
+fn required<'a>(
+    value: &'a Option<String>,
+    path: String,
+    diags: &mut Diagnostics,
+) -> Option<&'a str> {
     match value.as_deref() {
         Some(v) if !v.trim().is_empty() => Some(v),
         Some(_) => {
@@ -194,34 +231,49 @@ fn required<'a>(value: &'a Option<String>, path: String, diags: &mut Diagnostics
 }
 
 fn is_identifier(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 fn is_quoted_string_safe(s: &str) -> bool {
-    s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
 }
 
 fn issuer(raw: RawIssuer, path: &str, base_dir: &Path, diags: &mut Diagnostics) -> Option<Issuer> {
     let id = required(&raw.id, format!("{path}.id"), diags);
     if let Some(id) = id.filter(|id| !is_identifier(id)) {
-        diags.error(format!("{path}.id"), format!("`{id}` may only use letters, digits, `-`, `_` and `.`"));
+        diags.error(
+            format!("{path}.id"),
+            format!("`{id}` may only use letters, digits, `-`, `_` and `.`"),
+        );
     }
     let iss = required(&raw.issuer, format!("{path}.issuer"), diags);
     let audiences = match raw.audiences {
         Some(a) if !a.is_empty() && a.iter().all(|x| !x.is_empty()) => Some(a),
         Some(_) => {
-            diags.error(format!("{path}.audiences"), "needs at least one non-empty audience");
+            diags.error(
+                format!("{path}.audiences"),
+                "needs at least one non-empty audience",
+            );
             None
         }
         None => {
-            diags.error(format!("{path}.audiences"), "is required: a token must be meant for this gateway (RFC 9068 §4)");
+            diags.error(
+                format!("{path}.audiences"),
+                "is required: a token must be meant for this gateway (RFC 9068 §4)",
+            );
             None
         }
     };
     let mut algorithms = Vec::new();
     match &raw.algorithms {
         None => algorithms.extend_from_slice(SUPPORTED_ALGORITHMS),
-        Some(list) if list.is_empty() => diags.error(format!("{path}.algorithms"), "must list at least one algorithm"),
+        Some(list) if list.is_empty() => diags.error(
+            format!("{path}.algorithms"),
+            "must list at least one algorithm",
+        ),
         Some(list) => {
             for (j, name) in list.iter().enumerate() {
                 match parse_algorithm(name) {
@@ -236,14 +288,22 @@ fn issuer(raw: RawIssuer, path: &str, base_dir: &Path, diags: &mut Diagnostics) 
     }
     let leeway_secs = raw.leeway_secs.unwrap_or(d::LEEWAY_SECS);
     if leeway_secs > d::MAX_LEEWAY_SECS {
-        diags.error(format!("{path}.leeway_secs"), format!("must be at most {} seconds", d::MAX_LEEWAY_SECS));
+        diags.error(
+            format!("{path}.leeway_secs"),
+            format!("must be at most {} seconds", d::MAX_LEEWAY_SECS),
+        );
     }
     let require_typ = raw.require_typ.as_deref().map(normalize_typ);
     if require_typ.as_deref() == Some("") {
         diags.error(format!("{path}.require_typ"), "must not be empty");
     }
     let keys = match required(&raw.jwks_file, format!("{path}.jwks_file"), diags) {
-        Some(file) => load_jwks_file(&base_dir.join(file), &format!("{path}.jwks_file"), &algorithms, diags),
+        Some(file) => load_jwks_file(
+            &base_dir.join(file),
+            &format!("{path}.jwks_file"),
+            &algorithms,
+            diags,
+        ),
         None => None,
     };
     Some(Issuer {
@@ -257,10 +317,22 @@ fn issuer(raw: RawIssuer, path: &str, base_dir: &Path, diags: &mut Diagnostics) 
     })
 }
 
-fn load_jwks_file(file: &Path, path: &str, algorithms: &[jsonwebtoken::Algorithm], diags: &mut Diagnostics) -> Option<KeySet> {
+fn load_jwks_file(
+    file: &Path,
+    path: &str,
+    algorithms: &[jsonwebtoken::Algorithm],
+    diags: &mut Diagnostics,
+) -> Option<KeySet> {
     let bytes = match std::fs::metadata(file) {
         Ok(m) if m.len() > d::MAX_JWKS_FILE_BYTES => {
-            diags.error(path, format!("`{}` is larger than {} bytes", file.display(), d::MAX_JWKS_FILE_BYTES));
+            diags.error(
+                path,
+                format!(
+                    "`{}` is larger than {} bytes",
+                    file.display(),
+                    d::MAX_JWKS_FILE_BYTES
+                ),
+            );
             return None;
         }
         Ok(_) => std::fs::read(file),
@@ -281,23 +353,49 @@ fn load_jwks_file(file: &Path, path: &str, algorithms: &[jsonwebtoken::Algorithm
         }
     };
     for r in &refused {
-        let kid = r.kid.as_deref().map(|k| format!(" (kid `{k}`)")).unwrap_or_default();
-        diags.error(path, format!("key {}{kid} in `{}` is refused: {}", r.index, file.display(), r.reason));
+        let kid = r
+            .kid
+            .as_deref()
+            .map(|k| format!(" (kid `{k}`)"))
+            .unwrap_or_default();
+        diags.error(
+            path,
+            format!(
+                "key {}{kid} in `{}` is refused: {}",
+                r.index,
+                file.display(),
+                r.reason
+            ),
+        );
     }
     if refused.is_empty() && !set.keys.iter().any(|k| algorithms.contains(&k.alg)) {
-        diags.error(path, format!("`{}` has no key for any allowed algorithm", file.display()));
+        diags.error(
+            path,
+            format!("`{}` has no key for any allowed algorithm", file.display()),
+        );
     }
     Some(set)
 }
 
-fn route(raw: RawRoute, path: &str, issuer_ids: &HashSet<String>, diags: &mut Diagnostics) -> Option<Route> {
+fn route(
+    raw: RawRoute,
+    path: &str,
+    issuer_ids: &HashSet<String>,
+    diags: &mut Diagnostics,
+) -> Option<Route> {
     let id = required(&raw.id, format!("{path}.id"), diags).map(str::to_string);
     if let Some(id) = id.as_deref().filter(|id| !is_identifier(id)) {
-        diags.error(format!("{path}.id"), format!("`{id}` may only use letters, digits, `-`, `_` and `.`"));
+        diags.error(
+            format!("{path}.id"),
+            format!("`{id}` may only use letters, digits, `-`, `_` and `.`"),
+        );
     }
     let route_path = required(&raw.path, format!("{path}.path"), diags)
         .and_then(|p| route_path(p, &format!("{path}.path"), diags));
-    let methods = raw.methods.as_ref().and_then(|list| methods(list, path, diags));
+    let methods = raw
+        .methods
+        .as_ref()
+        .and_then(|list| methods(list, path, diags));
     let upstream = required(&raw.upstream, format!("{path}.upstream"), diags)
         .and_then(|u| upstream(u, &format!("{path}.upstream"), diags));
     let strip_prefix = raw.strip_prefix.as_deref().and_then(|sp| {
@@ -306,9 +404,15 @@ fn route(raw: RawRoute, path: &str, issuer_ids: &HashSet<String>, diags: &mut Di
             .as_deref()
             .is_some_and(|p| p == sp || p.starts_with(&format!("{sp}/")));
         if !valid {
-            diags.error(format!("{path}.strip_prefix"), format!("`{sp}` must start with `/` and not end with `/`"));
+            diags.error(
+                format!("{path}.strip_prefix"),
+                format!("`{sp}` must start with `/` and not end with `/`"),
+            );
         } else if route_path.is_some() && !fits {
-            diags.error(format!("{path}.strip_prefix"), format!("`{sp}` is not a leading segment of the route path"));
+            diags.error(
+                format!("{path}.strip_prefix"),
+                format!("`{sp}` is not a leading segment of the route path"),
+            );
         }
         (valid && fits).then(|| sp.to_string())
     });
@@ -317,19 +421,28 @@ fn route(raw: RawRoute, path: &str, issuer_ids: &HashSet<String>, diags: &mut Di
         Some("optional") => AuthMode::Optional,
         Some("none") => AuthMode::None,
         Some(other) => {
-            diags.error(format!("{path}.auth"), format!("`{other}` is not one of required, optional, none"));
+            diags.error(
+                format!("{path}.auth"),
+                format!("`{other}` is not one of required, optional, none"),
+            );
             AuthMode::Required
         }
     };
     if let Some(list) = &raw.issuers {
         for (j, i) in list.iter().enumerate() {
             if !issuer_ids.contains(i) {
-                diags.error(format!("{path}.issuers[{j}]"), format!("no issuer has id `{i}`"));
+                diags.error(
+                    format!("{path}.issuers[{j}]"),
+                    format!("no issuer has id `{i}`"),
+                );
             }
         }
     }
     if auth != AuthMode::None && issuer_ids.is_empty() && raw.issuers.is_none() {
-        diags.error(format!("{path}.auth"), "tokens are checked on this route but no issuers are configured");
+        diags.error(
+            format!("{path}.auth"),
+            "tokens are checked on this route but no issuers are configured",
+        );
     }
     let scopes = scopes(raw.scopes.as_ref(), path, diags);
     if scopes != ScopeRequirement::None && auth != AuthMode::Required {
@@ -344,7 +457,10 @@ fn route(raw: RawRoute, path: &str, issuer_ids: &HashSet<String>, diags: &mut Di
     let claims_to_headers = claims_to_headers(raw.claims_to_headers.as_ref(), path, diags);
     let timeout_ms = raw.timeout_ms.unwrap_or(d::ROUTE_TIMEOUT_MS);
     if timeout_ms == 0 || timeout_ms > MAX_ROUTE_TIMEOUT_MS {
-        diags.error(format!("{path}.timeout_ms"), format!("must be between 1 and {MAX_ROUTE_TIMEOUT_MS}"));
+        diags.error(
+            format!("{path}.timeout_ms"),
+            format!("must be between 1 and {MAX_ROUTE_TIMEOUT_MS}"),
+        );
     }
     Some(Route {
         id: id?,
@@ -369,7 +485,11 @@ fn route_path(p: &str, path: &str, diags: &mut Diagnostics) -> Option<String> {
         Some("must not end with `/` (a prefix already matches everything below it)")
     } else if p.contains(['?', '#', '%', '\\']) || p.bytes().any(|b| b <= b' ' || b >= 0x7f) {
         Some("may not contain `?`, `#`, `%`, `\\`, spaces or control characters")
-    } else if p.len() > 1 && p[1..].split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+    } else if p.len() > 1
+        && p[1..]
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+    {
         Some("may not contain empty, `.` or `..` segments")
     } else {
         None
@@ -385,20 +505,32 @@ fn route_path(p: &str, path: &str, diags: &mut Diagnostics) -> Option<String> {
 
 fn methods(list: &[String], path: &str, diags: &mut Diagnostics) -> Option<Vec<Method>> {
     if list.is_empty() {
-        diags.error(format!("{path}.methods"), "must list at least one method, or be left out for all");
+        diags.error(
+            format!("{path}.methods"),
+            "must list at least one method, or be left out for all",
+        );
         return None;
     }
     let mut out = Vec::new();
     for (j, m) in list.iter().enumerate() {
         // Method names are case-sensitive (RFC 9110 §9.1): `get` is not GET.
-        if m.is_empty() || m.bytes().any(|b| !b.is_ascii_uppercase() && b != b'-' && b != b'_') {
-            diags.error(format!("{path}.methods[{j}]"), format!("`{m}` is not an upper-case method name"));
+        if m.is_empty()
+            || m.bytes()
+                .any(|b| !b.is_ascii_uppercase() && b != b'-' && b != b'_')
+        {
+            diags.error(
+                format!("{path}.methods[{j}]"),
+                format!("`{m}` is not an upper-case method name"),
+            );
             continue;
         }
         match Method::from_bytes(m.as_bytes()) {
             Ok(method) if !out.contains(&method) => out.push(method),
             Ok(_) => {}
-            Err(_) => diags.error(format!("{path}.methods[{j}]"), format!("`{m}` is not a method name")),
+            Err(_) => diags.error(
+                format!("{path}.methods[{j}]"),
+                format!("`{m}` is not a method name"),
+            ),
         }
     }
     Some(out)
@@ -412,14 +544,16 @@ fn upstream(text: &str, path: &str, diags: &mut Diagnostics) -> Option<Upstream>
     let Ok(uri) = text.parse::<Uri>() else {
         return fail(diags, "expected scheme://host:port[/base-path]");
     };
-    let scheme = match uri.scheme_str() {
-        Some("http") => http::uri::Scheme::HTTP,
-        Some("https") => {
-            return fail(diags, "https upstreams are not supported in this version; use http on a trusted network")
-        }
-        Some(_) => return fail(diags, "the scheme must be http"),
-        None => return fail(diags, "expected scheme://host:port[/base-path]"),
-    };
+    let scheme =
+        match uri.scheme_str() {
+            Some("http") => http::uri::Scheme::HTTP,
+            Some("https") => return fail(
+                diags,
+                "https upstreams are not supported in this version; use http on a trusted network",
+            ),
+            Some(_) => return fail(diags, "the scheme must be http"),
+            None => return fail(diags, "expected scheme://host:port[/base-path]"),
+        };
     let Some(authority) = uri.authority().cloned() else {
         return fail(diags, "it has no host");
     };
@@ -448,12 +582,20 @@ fn scopes(raw: Option<&RawScopes>, path: &str, diags: &mut Diagnostics) -> Scope
         Some(RawScopes::AnyOf(l)) => (l, true),
     };
     if list.is_empty() {
-        diags.error(format!("{path}.scopes"), "must list at least one scope, or be left out");
+        diags.error(
+            format!("{path}.scopes"),
+            "must list at least one scope, or be left out",
+        );
         return ScopeRequirement::None;
     }
     for s in list {
         if !is_valid_scope_token(s) {
-            diags.error(format!("{path}.scopes"), format!("`{s}` is not a valid scope (no spaces, quotes or backslashes; RFC 6749 §3.3)"));
+            diags.error(
+                format!("{path}.scopes"),
+                format!(
+                    "`{s}` is not a valid scope (no spaces, quotes or backslashes; RFC 6749 §3.3)"
+                ),
+            );
         }
     }
     if any {
@@ -484,11 +626,17 @@ fn claims_to_headers(
             }
         };
         if is_reserved_header(&name) {
-            diags.error(&at, format!("`{header}` is managed by the gateway and cannot carry a claim"));
+            diags.error(
+                &at,
+                format!("`{header}` is managed by the gateway and cannot carry a claim"),
+            );
             continue;
         }
         if out.iter().any(|(_, h)| *h == name) {
-            diags.error(&at, format!("header `{header}` already carries another claim on this route"));
+            diags.error(
+                &at,
+                format!("header `{header}` already carries another claim on this route"),
+            );
             continue;
         }
         out.push((segments, name));

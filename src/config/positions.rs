@@ -163,10 +163,19 @@ mod tests {
         let src = "listen: 127.0.0.1:8080\nroutes:\n  - id: a\n    path: /x\n  - id: b\n    upstream: http://u\n";
         let idx = PositionIndex::build(src);
         assert_eq!(idx.value("listen"), Some(Position { line: 1, col: 9 }));
-        assert_eq!(idx.key("routes[1].upstream"), Some(Position { line: 6, col: 5 }));
-        assert_eq!(idx.value("routes[1].upstream"), Some(Position { line: 6, col: 15 }));
+        assert_eq!(
+            idx.key("routes[1].upstream"),
+            Some(Position { line: 6, col: 5 })
+        );
+        assert_eq!(
+            idx.value("routes[1].upstream"),
+            Some(Position { line: 6, col: 15 })
+        );
         assert_eq!(idx.value("routes[0]"), Some(Position { line: 3, col: 5 }));
         // Unknown paths fall back to their nearest ancestor.
-        assert_eq!(idx.value("routes[1].methods"), Some(Position { line: 5, col: 5 }));
+        assert_eq!(
+            idx.value("routes[1].methods"),
+            Some(Position { line: 5, col: 5 })
+        );
     }
 }

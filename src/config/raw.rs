@@ -108,10 +108,13 @@ impl<'de> Deserialize<'de> for RawScopes {
                     result = Some(match key.as_str() {
                         "any_of" => RawScopes::AnyOf(scopes),
                         "all_of" => RawScopes::AllOf(scopes),
-                        other => return Err(de::Error::unknown_field(other, &["any_of", "all_of"])),
+                        other => {
+                            return Err(de::Error::unknown_field(other, &["any_of", "all_of"]))
+                        }
                     });
                 }
-                result.ok_or_else(|| de::Error::custom("`scopes` mapping needs `any_of` or `all_of`"))
+                result
+                    .ok_or_else(|| de::Error::custom("`scopes` mapping needs `any_of` or `all_of`"))
             }
         }
 

@@ -52,10 +52,15 @@ fn json_response(status: StatusCode, body: Value) -> Response<Body> {
 
 /// RFC 6749 §5.2 error response.
 fn oauth_error(status: StatusCode, code: &str, description: &str) -> Response<Body> {
-    let mut r = json_response(status, json!({"error": code, "error_description": description}));
+    let mut r = json_response(
+        status,
+        json!({"error": code, "error_description": description}),
+    );
     if status == StatusCode::UNAUTHORIZED {
-        r.headers_mut()
-            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"tollgate-demo-idp\""));
+        r.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"tollgate-demo-idp\""),
+        );
     }
     r
 }
@@ -102,33 +107,76 @@ impl Idp {
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Basic "))
-            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+            .and_then(|b| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(b.trim())
+                    .ok()
+            })
             .and_then(|b| String::from_utf8(b).ok());
-        let body = match Limited::new(req.into_body(), MAX_FORM_BYTES).collect().await {
+        let body = match Limited::new(req.into_body(), MAX_FORM_BYTES)
+            .collect()
+            .await
+        {
             Ok(b) => b.to_bytes(),
             Err(_) => {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "request body too large or unreadable")
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "request body too large or unreadable",
+                )
             }
         };
         let form = parse_form(&body);
         let (client_id, secret) = match (&basic, form.get("client_id"), form.get("client_secret")) {
             (Some(pair), _, _) => match pair.split_once(':') {
                 Some((id, secret)) => (id.to_string(), secret.to_string()),
-                None => return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "malformed Basic credentials"),
+                None => {
+                    return oauth_error(
+                        StatusCode::UNAUTHORIZED,
+                        "invalid_client",
+                        "malformed Basic credentials",
+                    )
+                }
             },
             (None, Some(id), Some(secret)) => (id.clone(), secret.clone()),
-            _ => return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication is required"),
+            _ => {
+                return oauth_error(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_client",
+                    "client authentication is required",
+                )
+            }
         };
         let Some(client) = self.clients.get(&client_id).filter(|c| c.secret == secret) else {
-            return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "unknown client or wrong secret");
+            return oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "unknown client or wrong secret",
+            );
         };
         match form.get("grant_type").map(String::as_str) {
             Some("client_credentials") => {}
-            Some(_) => return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "only client_credentials is supported"),
-            None => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "grant_type is required"),
+            Some(_) => {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "unsupported_grant_type",
+                    "only client_credentials is supported",
+                )
+            }
+            None => {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "grant_type is required",
+                )
+            }
         }
         let scopes: Vec<String> = match form.get("scope") {
-            Some(s) if !s.trim().is_empty() => s.split(' ').filter(|x| !x.is_empty()).map(String::from).collect(),
+            Some(s) if !s.trim().is_empty() => s
+                .split(' ')
+                .filter(|x| !x.is_empty())
+                .map(String::from)
+                .collect(),
             _ => client.scopes.clone(),
         };
         if let Some(bad) = scopes.iter().find(|s| !client.scopes.contains(s)) {
@@ -150,7 +198,11 @@ impl Idp {
                 StatusCode::OK,
                 json!({"access_token": token, "token_type": "Bearer", "expires_in": TOKEN_TTL_SECS, "scope": scope}),
             ),
-            Err(_) => oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "signing failed"),
+            Err(_) => oauth_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "signing failed",
+            ),
         }
     }
 }
@@ -170,7 +222,9 @@ impl Handler for Idp {
                     "id_token_signing_alg_values_supported": [format!("{:?}", self.key.alg)],
                 }),
             ),
-            (&Method::GET, "/jwks.json") => json_response(StatusCode::OK, json!({"keys": [self.key.public_jwk]})),
+            (&Method::GET, "/jwks.json") => {
+                json_response(StatusCode::OK, json!({"keys": [self.key.public_jwk]}))
+            }
             _ => oauth_error(StatusCode::NOT_FOUND, "not_found", "unknown endpoint"),
         }
     }
@@ -182,7 +236,8 @@ mod tests {
 
     #[test]
     fn form_decoding() {
-        let f = parse_form(b"grant_type=client_credentials&scope=orders%3Aread+orders%3Awrite&x=%zz");
+        let f =
+            parse_form(b"grant_type=client_credentials&scope=orders%3Aread+orders%3Awrite&x=%zz");
         assert_eq!(f["grant_type"], "client_credentials");
         assert_eq!(f["scope"], "orders:read orders:write");
         assert_eq!(f["x"], "%zz");
