@@ -30,8 +30,6 @@ pub enum GatewayError {
     BodyTooLarge,
     UpstreamUnavailable,
     UpstreamTimeout,
-    /// A bug or an impossible state; answered with 500 and logged.
-    Internal(&'static str),
 }
 
 impl GatewayError {
@@ -48,7 +46,6 @@ impl GatewayError {
             GatewayError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -65,7 +62,6 @@ impl GatewayError {
             GatewayError::BodyTooLarge => "body_too_large",
             GatewayError::UpstreamUnavailable => "upstream_unavailable",
             GatewayError::UpstreamTimeout => "upstream_timeout",
-            GatewayError::Internal(_) => "internal",
         }
     }
 
@@ -90,7 +86,6 @@ impl GatewayError {
             GatewayError::UpstreamTimeout => {
                 ("gateway_timeout", "the upstream did not answer in time")
             }
-            GatewayError::Internal(_) => ("internal_error", "internal error"),
         }
     }
 

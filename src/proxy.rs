@@ -69,9 +69,6 @@ impl Gateway {
         let (response, reason) = match result {
             Ok(r) => (r, None),
             Err(e) => {
-                if let GatewayError::Internal(what) = &e {
-                    tracing::error!(what, "internal error");
-                }
                 let reason = e.reason();
                 (e.into_response(&snapshot.challenge_prefix), Some(reason))
             }
