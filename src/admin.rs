@@ -1,51 +1,146 @@
-//! The admin listener: health and readiness now; metrics and reload arrive later. It never
-//! shares a port with the data plane, so probes and operators' endpoints stay off the
-//! public surface.
+//! The admin listener: health, readiness, the active config, and reload. It never shares a
+//! port with the data plane, so probes and operators' endpoints stay off the public surface.
+//!
+//! - `GET /-/healthz`: the process is alive.
+//! - `GET /-/ready`: a valid config is active and the listeners are bound (503 otherwise,
+//!   and from the moment shutdown starts, so load balancers stop sending first).
+//! - `GET /-/config`: `{"sha256", "loaded_at", "routes", "last_error"}`.
+//! - `POST /-/reload`: reload the file now (200, or 422 with the errors).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use serde_json::{json, Value};
 
 use crate::body::{full, Body};
 use crate::proxy::Connection;
+use crate::reload::{Reloader, Trigger};
 use crate::server::Handler;
+use crate::state::SharedState;
 
 /// Admin endpoints.
 pub struct Admin {
-    /// Set once a valid config is active and the data-plane listener is bound.
-    pub ready: AtomicBool,
+    pub state: Arc<SharedState>,
+    /// `None` when the gateway was started from an in-memory config (nothing to reload).
+    pub reloader: Option<Arc<Reloader>>,
 }
 
-fn json(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut r = Response::new(full(body));
+fn json_response(status: StatusCode, body: Value) -> Response<Body> {
+    let mut r = Response::new(full(body.to_string()));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut r = json_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        json!({"error": "method_not_allowed"}),
+    );
+    r.headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+impl Admin {
+    fn config(&self) -> Response<Body> {
+        let s = self.state.snapshot();
+        json_response(
+            StatusCode::OK,
+            json!({
+                "sha256": s.sha256,
+                "loaded_at": rfc3339(s.loaded_at),
+                "routes": s.routes.len(),
+                "last_error": self.state.last_error(),
+            }),
+        )
+    }
+
+    async fn reload(&self) -> Response<Body> {
+        let Some(reloader) = &self.reloader else {
+            return json_response(
+                StatusCode::CONFLICT,
+                json!({"error": "not_reloadable", "error_description": "this gateway was not started from a file"}),
+            );
+        };
+        match reloader.reload(Trigger::Admin).await {
+            Ok(s) => json_response(
+                StatusCode::OK,
+                json!({"result": "reloaded", "sha256": s.sha256, "routes": s.routes.len()}),
+            ),
+            Err(e) => json_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"result": "rejected", "errors": e.lines().collect::<Vec<_>>()}),
+            ),
+        }
+    }
+}
+
 impl Handler for Admin {
     async fn call(self: Arc<Self>, req: Request<Incoming>, _conn: Connection) -> Response<Body> {
-        let path = req.uri().path();
-        if !matches!(path, "/-/healthz" | "/-/ready") {
-            return json(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#);
+        let read = matches!(*req.method(), Method::GET | Method::HEAD);
+        match req.uri().path() {
+            "/-/healthz" if read => json_response(StatusCode::OK, json!({"status": "ok"})),
+            "/-/ready" if read => {
+                if self.state.is_ready() {
+                    json_response(StatusCode::OK, json!({"ready": true}))
+                } else {
+                    json_response(StatusCode::SERVICE_UNAVAILABLE, json!({"ready": false}))
+                }
+            }
+            "/-/config" if read => self.config(),
+            "/-/healthz" | "/-/ready" | "/-/config" => method_not_allowed("GET, HEAD"),
+            "/-/reload" if req.method() == Method::POST => self.reload().await,
+            "/-/reload" => method_not_allowed("POST"),
+            _ => json_response(StatusCode::NOT_FOUND, json!({"error": "not_found"})),
         }
-        if req.method() != Method::GET && req.method() != Method::HEAD {
-            let mut r = json(
-                StatusCode::METHOD_NOT_ALLOWED,
-                r#"{"error":"method_not_allowed"}"#,
-            );
-            r.headers_mut()
-                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-            return r;
-        }
-        match path {
-            "/-/healthz" => json(StatusCode::OK, r#"{"status":"ok"}"#),
-            _ if self.ready.load(Ordering::Acquire) => json(StatusCode::OK, r#"{"ready":true}"#),
-            _ => json(StatusCode::SERVICE_UNAVAILABLE, r#"{"ready":false}"#),
-        }
+    }
+}
+
+/// `2026-11-28T07:22:55Z` (RFC 3339, UTC, whole seconds).
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn formats_rfc3339() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_850_575)),
+            "2026-11-28T07:22:55Z"
+        );
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00Z"
+        );
     }
 }

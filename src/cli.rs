@@ -36,6 +36,9 @@ pub enum Command {
     Serve {
         #[arg(long, default_value = "routes.yaml")]
         config: PathBuf,
+        /// Do not watch the config for changes (SIGHUP and POST /-/reload still reload).
+        #[arg(long)]
+        no_watch: bool,
     },
     /// Validate a config file (YAML, semantics, key files) and exit.
     Check {
@@ -120,9 +123,9 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { file } => return check(&file),
-        Command::Serve { config } => {
+        Command::Serve { config, no_watch } => {
             init_logging(cli.log_format);
-            runtime().and_then(|rt| rt.block_on(serve(&config)))
+            runtime().and_then(|rt| rt.block_on(serve(&config, !no_watch)))
         }
         Command::Demo { config, listen } => {
             init_logging(cli.log_format);
@@ -177,8 +180,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    // Colour codes only for a person at a terminal, never in files or log collectors.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -212,14 +218,37 @@ fn check(file: &Path) -> ExitCode {
     }
 }
 
-async fn serve(config: &Path) -> anyhow::Result<()> {
-    let snapshot = crate::config::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let running = crate::start(snapshot).await?;
+async fn serve(config: &Path, watch: bool) -> anyhow::Result<()> {
+    // Listen for SIGHUP before anything else: its default action would end the process.
+    #[cfg(unix)]
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let running = crate::start_from_file(config, watch).await?;
     tracing::info!(listen = %running.addr, admin = ?running.admin_addr, config = %config.display(), "tollgate is serving");
+    #[cfg(unix)]
+    let reloads = running
+        .reloader
+        .clone()
+        .map(|r| tokio::spawn(reload_on_sighup(r, hup)));
+    #[cfg(not(unix))]
+    let reloads: Option<tokio::task::JoinHandle<()>> = None;
     shutdown_signal().await;
     tracing::info!("shutting down: no new connections, in-flight requests may finish");
+    if let Some(t) = reloads {
+        t.abort();
+    }
     running.shutdown().await;
     Ok(())
+}
+
+/// SIGHUP reloads the config (what systemd's `ExecReload` and `kill -HUP` send).
+#[cfg(unix)]
+async fn reload_on_sighup(
+    reloader: std::sync::Arc<crate::reload::Reloader>,
+    mut hup: tokio::signal::unix::Signal,
+) {
+    while hup.recv().await.is_some() {
+        let _ = reloader.reload(crate::reload::Trigger::Signal).await;
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -277,7 +306,14 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    opts.open(path)?.write_all(bytes)
+    let mut file = opts.open(path)?;
+    // `mode` only applies when the file is created; an overwritten key gets it too.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    file.write_all(bytes)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -14,26 +14,25 @@ pub mod devkeys;
 pub mod error;
 pub mod forward;
 pub mod proxy;
+pub mod reload;
 pub mod routes;
 pub mod sanitize;
 pub mod server;
 pub mod state;
+pub mod tls;
 pub mod upstream;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::Admin;
 use crate::proxy::{Connection, Gateway};
+use crate::reload::Reloader;
 use crate::state::{SharedState, Snapshot};
-
-/// How long in-flight requests may run after a shutdown signal.
-pub const SHUTDOWN_GRACE_SECS: u64 = 30;
 
 impl server::Handler for Gateway {
     async fn call(
@@ -43,6 +42,10 @@ impl server::Handler for Gateway {
     ) -> http::Response<body::Body> {
         self.handle(req, conn).await
     }
+
+    fn tls(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.state.snapshot().tls.clone()
+    }
 }
 
 /// A gateway running in this process (the `serve` command, the demo, and tests).
@@ -50,13 +53,22 @@ pub struct Running {
     pub addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
     pub state: Arc<SharedState>,
+    /// Present when started from a file: the one path every reload trigger goes through.
+    pub reloader: Option<Arc<Reloader>>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    watcher: Option<JoinHandle<()>>,
 }
 
 impl Running {
-    /// Stops accepting, lets in-flight requests finish (up to the grace), and returns.
+    /// Stops accepting, lets in-flight requests finish (up to the config's
+    /// `shutdown_grace_secs`), and returns.
     pub async fn shutdown(self) {
+        // Not ready any more: load balancers stop sending while requests drain.
+        self.state.set_ready(false);
+        if let Some(w) = &self.watcher {
+            w.abort();
+        }
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             let _ = t.await;
@@ -64,8 +76,25 @@ impl Running {
     }
 }
 
-/// Binds the listeners of `snapshot` and starts serving.
+/// Loads `path`, serves it, and reloads it on change when `watch` is set (SIGHUP is the
+/// binary's business: signals are process-wide).
+pub async fn start_from_file(path: &Path, watch: bool) -> anyhow::Result<Running> {
+    let snapshot = config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut running = start_inner(snapshot, Some(path.to_path_buf())).await?;
+    if watch {
+        if let Some(r) = &running.reloader {
+            running.watcher = Some(reload::watch(Arc::clone(r)).map_err(anyhow::Error::msg)?);
+        }
+    }
+    Ok(running)
+}
+
+/// Binds the listeners of an in-memory `snapshot` and starts serving (no reloads).
 pub async fn start(snapshot: Snapshot) -> std::io::Result<Running> {
+    start_inner(snapshot, None).await
+}
+
+async fn start_inner(snapshot: Snapshot, file: Option<PathBuf>) -> std::io::Result<Running> {
     let listener = server::bind(snapshot.listen, "listen").await?;
     let admin_listener = match snapshot.admin {
         Some(a) => Some(server::bind(a, "admin").await?),
@@ -77,10 +106,12 @@ pub async fn start(snapshot: Snapshot) -> std::io::Result<Running> {
         .map(|l| l.local_addr())
         .transpose()?;
     let limits = snapshot.limits.clone();
+    // The grace is read at start: a reload that changes it applies to the next start.
+    let grace = snapshot.shutdown_grace;
     let state = SharedState::new(snapshot);
+    let reloader = file.map(|f| Reloader::new(f, Arc::clone(&state)));
     let gateway = Arc::new(Gateway::new(Arc::clone(&state)));
     let (tx, rx) = watch::channel(false);
-    let grace = Duration::from_secs(SHUTDOWN_GRACE_SECS);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
@@ -93,9 +124,9 @@ pub async fn start(snapshot: Snapshot) -> std::io::Result<Running> {
     ))];
     if let Some(l) = admin_listener {
         let admin = Arc::new(Admin {
-            ready: AtomicBool::new(false),
+            state: Arc::clone(&state),
+            reloader: reloader.clone(),
         });
-        admin.ready.store(true, Ordering::Release);
         tasks.push(tokio::spawn(server::serve(
             l,
             admin,
@@ -104,11 +135,15 @@ pub async fn start(snapshot: Snapshot) -> std::io::Result<Running> {
             grace,
         )));
     }
+    // Both listeners are bound and a valid config is active.
+    state.set_ready(true);
     Ok(Running {
         addr,
         admin_addr,
         state,
+        reloader,
         shutdown: tx,
         tasks,
+        watcher: None,
     })
 }

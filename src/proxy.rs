@@ -30,7 +30,7 @@ use crate::forward::{self, ClientInfo};
 use crate::routes::{AuthMode, Match, Route};
 use crate::sanitize::normalize_path;
 use crate::state::{SharedState, Snapshot};
-use crate::upstream::{self, HttpClient};
+use crate::upstream::{self, Clients};
 
 /// What one connection tells the stages about its client.
 #[derive(Debug, Clone, Copy)]
@@ -42,7 +42,7 @@ pub struct Connection {
 /// The data-plane handler shared by every connection.
 pub struct Gateway {
     pub state: Arc<SharedState>,
-    client: HttpClient,
+    clients: Clients,
 }
 
 /// Facts gathered along the way for the access log.
@@ -54,8 +54,8 @@ struct Trace {
 
 impl Gateway {
     pub fn new(state: Arc<SharedState>) -> Self {
-        let client = upstream::client(&state.snapshot().limits);
-        Gateway { state, client }
+        let clients = Clients::new(&state.snapshot().limits);
+        Gateway { state, clients }
     }
 
     /// Runs the stages for one request; never fails, never panics on request data.
@@ -126,7 +126,8 @@ impl Gateway {
         let upstream_req =
             build_upstream_request(req, &route, &path, token.as_ref(), snapshot, conn)?;
         // 7. send
-        let response = upstream::send(&self.client, upstream_req, route.timeout)
+        let client = self.clients.get(route.upstream.ca.as_ref());
+        let response = upstream::send(&client, upstream_req, route.timeout)
             .await
             .map_err(|(e, kind)| {
                 tracing::debug!(route = %route.id, ?kind, "upstream failure");

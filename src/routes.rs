@@ -25,6 +25,14 @@ pub enum AuthMode {
     None,
 }
 
+/// A CA bundle that alone verifies one route's `https://` upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamCa {
+    /// SHA-256 of the bundle, hex: identical bundles share one client (and its pool).
+    pub digest: String,
+    pub config: Arc<rustls::ClientConfig>,
+}
+
 /// Where a route sends requests.
 #[derive(Debug, Clone)]
 pub struct Upstream {
@@ -35,6 +43,8 @@ pub struct Upstream {
     pub base_path: String,
     /// The URL as configured, for logs.
     pub display: String,
+    /// `ca_file` of an `https://` upstream; `None` = the system roots.
+    pub ca: Option<UpstreamCa>,
 }
 
 /// One compiled route.
@@ -70,8 +80,9 @@ impl Route {
             Some(prefix) => match path.strip_prefix(prefix.as_str()) {
                 Some("") => "/",
                 Some(r) if r.starts_with('/') => r,
-                // strip_prefix is validated to be a segment prefix of the route path, and the
-                // route matched, so this arm only sees the root prefix "/" case.
+                // Unreachable for a matched route: compile checks that strip_prefix is a
+                // leading segment of the route path. Forward the path unchanged rather than
+                // guess.
                 Some(_) | None => path,
             },
             None => path,
@@ -206,6 +217,7 @@ mod tests {
                 authority: "127.0.0.1:1".parse().unwrap(),
                 base_path: String::new(),
                 display: "http://127.0.0.1:1".into(),
+                ca: None,
             },
             strip_prefix: None,
             auth: AuthMode::None,

@@ -6,8 +6,10 @@
 //! - percent-encoded unreserved characters are decoded (RFC 3986 §6.2.2.2: `%61dmin` is
 //!   `admin`), other escapes get upper-case hex (§6.2.2.1);
 //! - encoded `/`, `\` and NUL are rejected: they make one path mean two things;
-//! - dot segments (`.`, `..`, also as `%2e`) are rejected rather than resolved: a client that
-//!   sends them is either broken or probing, and resolving them hides that;
+//! - dot segments (`.`, `..`, also as `%2e`, and `..;x` which Java servers read as `..`) are
+//!   rejected rather than resolved: a client that sends them is either broken or probing;
+//! - runs of slashes are merged (`/catalog//x` is `/catalog/x`): otherwise `//` would skip a
+//!   longer, stricter route here while an upstream that merges slashes serves its resource;
 //! - only origin-form targets are routed (no `*`, no authority-form).
 //!
 //! The normalized path is what the upstream receives.
@@ -28,12 +30,26 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, GatewayError> {
             "the path contains a backslash",
         ));
     }
-    let path: Cow<str> = if raw.contains('%') {
+    let mut path: Cow<str> = if raw.contains('%') {
         Cow::Owned(decode_unreserved(raw)?)
     } else {
         Cow::Borrowed(raw)
     };
-    if path.split('/').any(|s| s == "." || s == "..") {
+    if path.contains("//") {
+        let mut merged = String::with_capacity(path.len());
+        for (i, c) in path.char_indices() {
+            if !(c == '/' && path[..i].ends_with('/')) {
+                merged.push(c);
+            }
+        }
+        path = Cow::Owned(merged);
+    }
+    let is_dot = |segment: &str| {
+        // A `;` starts path parameters in some servers (Tomcat reads `..;x` as `..`).
+        let name = segment.split(';').next().unwrap_or(segment);
+        name == "." || name == ".."
+    };
+    if path.split('/').any(is_dot) {
         return Err(GatewayError::BadRequestTarget(
             "the path contains a dot segment",
         ));
@@ -108,6 +124,15 @@ mod tests {
     fn unreserved_escapes_are_decoded_and_others_uppercased() {
         assert_eq!(normalize_path("/api/%61dmin").unwrap(), "/api/admin");
         assert_eq!(normalize_path("/a%20b%c3%a9").unwrap(), "/a%20b%C3%A9");
+    }
+
+    #[test]
+    fn slashes_are_merged() {
+        assert_eq!(
+            normalize_path("/catalog//recommendations").unwrap(),
+            "/catalog/recommendations"
+        );
+        assert_eq!(normalize_path("///a///b/").unwrap(), "/a/b/");
     }
 
     #[test]

@@ -30,6 +30,12 @@ pub trait Handler: Send + Sync + 'static {
         req: Request<Incoming>,
         conn: Connection,
     ) -> impl Future<Output = Response<Body>> + Send;
+
+    /// TLS for new connections, looked up per connection so a reload can rotate the
+    /// certificate without touching the listener. `None`: plaintext (h2c by prior knowledge).
+    fn tls(&self) -> Option<Arc<rustls::ServerConfig>> {
+        None
+    }
 }
 
 /// The hyper connection builder with our limits applied.
@@ -85,21 +91,28 @@ pub async fn serve<H: Handler>(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let conn_info = Connection { peer, tls: false };
+        let tls = handler.tls();
+        let handshake_timeout = limits.header_read_timeout;
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
         let handler = Arc::clone(&handler);
-        let service = service_fn(move |req| {
-            let handler = Arc::clone(&handler);
-            async move { Ok::<_, Infallible>(handler.call(req, conn_info).await) }
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            let _permit = permit;
+            let Some(tls) = tls else {
+                let conn = Connection { peer, tls: false };
+                return serve_io(TokioIo::new(stream), &builder, handler, conn, watcher).await;
+            };
+            // The handshake shares the header-read deadline: a client that opens a socket
+            // and never finishes TLS must not hold a connection slot forever.
+            let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+            match tokio::time::timeout(handshake_timeout, accept).await {
+                Ok(Ok(stream)) => {
+                    let conn = Connection { peer, tls: true };
+                    serve_io(TokioIo::new(stream), &builder, handler, conn, watcher).await;
+                }
+                Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
-            drop(permit);
         });
     }
     drop(listener);
@@ -111,6 +124,26 @@ pub async fn serve<H: Handler>(
             grace_secs = grace.as_secs(),
             "connections still open after the shutdown grace"
         );
+    }
+}
+
+/// Serves one accepted connection (plain or TLS) until it ends or shutdown completes it.
+async fn serve_io<I, H>(
+    io: TokioIo<I>,
+    builder: &auto::Builder<TokioExecutor>,
+    handler: Arc<H>,
+    conn: Connection,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Handler,
+{
+    let service = service_fn(move |req| {
+        let handler = Arc::clone(&handler);
+        async move { Ok::<_, Infallible>(handler.call(req, conn).await) }
+    });
+    if let Err(e) = watcher.watch(builder.serve_connection(io, service)).await {
+        tracing::debug!(error = %e, peer = %conn.peer, "connection ended with an error");
     }
 }
 

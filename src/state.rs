@@ -5,7 +5,8 @@
 //! holding its `Guard` across `.await`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -57,6 +58,12 @@ pub struct Snapshot {
     /// Every header named in any route's `claims_to_headers`: removed from every incoming
     /// request on every route, so clients can never spoof identity headers.
     pub identity_headers: Vec<HeaderName>,
+    /// TLS for the data-plane listener, rebuilt from the PEM files at every load.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Time in-flight requests get after SIGTERM/SIGINT.
+    pub shutdown_grace: Duration,
+    /// Every file read besides the config itself (key sets, certificates, CA bundles).
+    pub inputs: Vec<std::path::PathBuf>,
     /// SHA-256 of the config source, hex.
     pub sha256: String,
     pub loaded_at: SystemTime,
@@ -65,22 +72,52 @@ pub struct Snapshot {
 impl Snapshot {
     /// Records the digest of the source the snapshot was compiled from.
     pub fn with_source_digest(mut self, source: &str) -> Self {
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, source.as_bytes());
-        self.sha256 = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        self.sha256 = sha256_hex(source.as_bytes());
         self
     }
+}
+
+/// SHA-256 of `bytes`, lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The swappable holder shared by the server, the admin listener and (later) reloads.
 pub struct SharedState {
     current: ArcSwap<Snapshot>,
+    /// The newest rejected config's errors, until a good reload clears them.
+    last_error: Mutex<Option<String>>,
+    /// A valid config is active and the listeners are bound (false again at shutdown).
+    ready: AtomicBool,
 }
 
 impl SharedState {
     pub fn new(snapshot: Snapshot) -> Arc<Self> {
         Arc::new(SharedState {
             current: ArcSwap::from_pointee(snapshot),
+            last_error: Mutex::new(None),
+            ready: AtomicBool::new(false),
         })
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_last_error(&self, error: Option<String>) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = error;
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
     }
 
     /// The snapshot for one request, owned for the request's lifetime.
@@ -89,7 +126,9 @@ impl SharedState {
     }
 
     /// Replaces the snapshot; requests already running keep the old one.
-    pub fn replace(&self, snapshot: Snapshot) {
-        self.current.store(Arc::new(snapshot));
+    pub fn replace(&self, snapshot: Snapshot) -> Arc<Snapshot> {
+        let snapshot = Arc::new(snapshot);
+        self.current.store(Arc::clone(&snapshot));
+        snapshot
     }
 }

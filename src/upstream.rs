@@ -1,38 +1,77 @@
 //! The pooled upstream client and the "send" stage.
 
+use std::collections::HashMap;
 use std::error::Error as _;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use http::{Request, Response};
 use http_body_util::LengthLimitError;
 use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::Body;
 use crate::error::GatewayError;
+use crate::routes::UpstreamCa;
 use crate::state::Limits;
 
 /// Upstream connections kept idle per upstream host; enough for a wrk run of a few hundred
 /// connections without reconnect churn.
 const POOL_MAX_IDLE_PER_HOST: usize = 1024;
 
-pub type HttpClient = Client<HttpConnector, Body>;
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
 
-/// Builds the shared client. It outlives config snapshots so pooled connections survive
-/// reloads.
-pub fn client(limits: &Limits) -> HttpClient {
+fn build(limits: &Limits, tls: rustls::ClientConfig) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(limits.upstream_connect_timeout));
     connector.set_nodelay(true);
-    connector.enforce_http(true);
+    connector.enforce_http(false);
+    let connector = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(limits.upstream_idle_timeout)
         .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .build(connector)
+}
+
+/// The upstream clients. They outlive config snapshots, so pooled connections survive
+/// reloads: one client verifies against the system roots, and one per distinct `ca_file`
+/// content (keyed by its digest, so an unchanged CA keeps its pool across reloads).
+pub struct Clients {
+    limits: Limits,
+    system: HttpClient,
+    by_ca: Mutex<HashMap<String, HttpClient>>,
+}
+
+impl Clients {
+    pub fn new(limits: &Limits) -> Self {
+        Clients {
+            limits: limits.clone(),
+            system: build(limits, crate::tls::client_config_with_system_roots()),
+            by_ca: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The client for a route's upstream.
+    pub fn get(&self, ca: Option<&UpstreamCa>) -> HttpClient {
+        let Some(ca) = ca else {
+            return self.system.clone();
+        };
+        // A poisoned lock only means another request panicked mid-insert; the map is
+        // still consistent (insert is atomic from our point of view).
+        let mut map = self.by_ca.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(ca.digest.clone())
+            .or_insert_with(|| build(&self.limits, (*ca.config).clone()))
+            .clone()
+    }
 }
 
 /// How an upstream exchange failed, for logs.

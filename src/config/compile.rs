@@ -4,19 +4,20 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderName, Method, Uri};
 
 use super::defaults as d;
-use super::raw::{RawConfig, RawIssuer, RawLimits, RawRoute, RawScopes};
+use super::raw::{RawConfig, RawIssuer, RawLimits, RawRoute, RawScopes, RawTls};
 use super::Diagnostics;
 use crate::auth::jwks::{parse_algorithm, KeySet, SUPPORTED_ALGORITHMS};
 use crate::auth::scopes::{is_valid_scope_token, ScopeRequirement};
 use crate::auth::verify::normalize_typ;
 use crate::auth::{Issuer, Issuers};
 use crate::forward::is_reserved_header;
-use crate::routes::{AuthMode, Route, RouteTable, Upstream};
+use crate::routes::{AuthMode, Route, RouteTable, Upstream, UpstreamCa};
 use crate::state::{Limits, Snapshot};
 
 /// Longest accepted `timeout_ms`: an hour; longer is a typo, not a plan.
@@ -42,13 +43,28 @@ pub fn compile(raw: RawConfig, base_dir: &Path, diags: &mut Diagnostics) -> Opti
         );
     }
     let limits = limits(&raw.limits, diags);
+    let mut ctx = Context {
+        base_dir: base_dir.to_path_buf(),
+        inputs: Vec::new(),
+    };
+    let tls = raw
+        .tls
+        .as_ref()
+        .and_then(|t| listener_tls(t, &mut ctx, diags));
+    let grace_secs = raw.shutdown_grace_secs.unwrap_or(d::SHUTDOWN_GRACE_SECS);
+    if grace_secs > d::MAX_SHUTDOWN_GRACE_SECS {
+        diags.error(
+            "shutdown_grace_secs",
+            format!("must be at most {}", d::MAX_SHUTDOWN_GRACE_SECS),
+        );
+    }
 
     let mut issuer_ids = HashSet::new();
     let mut iss_values = HashSet::new();
     let mut issuers = Vec::new();
     for (i, ri) in raw.issuers.into_iter().enumerate() {
         let path = format!("issuers[{i}]");
-        if let Some(issuer) = issuer(ri, &path, base_dir, diags) {
+        if let Some(issuer) = issuer(ri, &path, &mut ctx, diags) {
             if !issuer_ids.insert(issuer.id.clone()) {
                 diags.error(
                     format!("{path}.id"),
@@ -99,7 +115,7 @@ pub fn compile(raw: RawConfig, base_dir: &Path, diags: &mut Diagnostics) -> Opti
             }
             seen.push((id, p, methods));
         }
-        if let Some(route) = route(rr, &path, &issuer_ids, diags) {
+        if let Some(route) = route(rr, &path, &issuer_ids, &mut ctx, diags) {
             routes.push(route);
         }
     }
@@ -124,9 +140,38 @@ pub fn compile(raw: RawConfig, base_dir: &Path, diags: &mut Diagnostics) -> Opti
         issuers: Issuers::new(issuers),
         routes: RouteTable::new(routes),
         identity_headers,
+        tls,
+        shutdown_grace: Duration::from_secs(grace_secs),
+        inputs: ctx.inputs,
         sha256: String::new(),
         loaded_at: SystemTime::now(),
     })
+}
+
+/// What compilation needs beyond the raw structs: where relative paths start, and the list
+/// of every file read (the reloader watches their directories).
+struct Context {
+    base_dir: std::path::PathBuf,
+    inputs: Vec<std::path::PathBuf>,
+}
+
+fn listener_tls(
+    raw: &RawTls,
+    ctx: &mut Context,
+    diags: &mut Diagnostics,
+) -> Option<Arc<rustls::ServerConfig>> {
+    let cert = required(&raw.cert, "tls.cert".into(), diags)?;
+    let key = required(&raw.key, "tls.key".into(), diags)?;
+    let (cert, key) = (ctx.base_dir.join(cert), ctx.base_dir.join(key));
+    ctx.inputs.push(cert.clone());
+    ctx.inputs.push(key.clone());
+    match crate::tls::server_config(&cert, &key) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            diags.error("tls", e);
+            None
+        }
+    }
 }
 
 fn socket_addr(text: &str, path: &str, diags: &mut Diagnostics) -> Option<SocketAddr> {
@@ -241,7 +286,12 @@ fn is_quoted_string_safe(s: &str) -> bool {
         .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
 }
 
-fn issuer(raw: RawIssuer, path: &str, base_dir: &Path, diags: &mut Diagnostics) -> Option<Issuer> {
+fn issuer(
+    raw: RawIssuer,
+    path: &str,
+    ctx: &mut Context,
+    diags: &mut Diagnostics,
+) -> Option<Issuer> {
     let id = required(&raw.id, format!("{path}.id"), diags);
     if let Some(id) = id.filter(|id| !is_identifier(id)) {
         diags.error(
@@ -298,12 +348,11 @@ fn issuer(raw: RawIssuer, path: &str, base_dir: &Path, diags: &mut Diagnostics) 
         diags.error(format!("{path}.require_typ"), "must not be empty");
     }
     let keys = match required(&raw.jwks_file, format!("{path}.jwks_file"), diags) {
-        Some(file) => load_jwks_file(
-            &base_dir.join(file),
-            &format!("{path}.jwks_file"),
-            &algorithms,
-            diags,
-        ),
+        Some(file) => {
+            let file = ctx.base_dir.join(file);
+            ctx.inputs.push(file.clone());
+            load_jwks_file(&file, &format!("{path}.jwks_file"), &algorithms, diags)
+        }
         None => None,
     };
     Some(Issuer {
@@ -381,6 +430,7 @@ fn route(
     raw: RawRoute,
     path: &str,
     issuer_ids: &HashSet<String>,
+    ctx: &mut Context,
     diags: &mut Diagnostics,
 ) -> Option<Route> {
     let id = required(&raw.id, format!("{path}.id"), diags).map(str::to_string);
@@ -396,8 +446,20 @@ fn route(
         .methods
         .as_ref()
         .and_then(|list| methods(list, path, diags));
-    let upstream = required(&raw.upstream, format!("{path}.upstream"), diags)
+    let mut upstream = required(&raw.upstream, format!("{path}.upstream"), diags)
         .and_then(|u| upstream(u, &format!("{path}.upstream"), diags));
+    if let Some(ca_file) = &raw.ca_file {
+        let at = format!("{path}.ca_file");
+        match upstream.as_mut() {
+            Some(u) if u.scheme == http::uri::Scheme::HTTPS => {
+                let file = ctx.base_dir.join(ca_file);
+                ctx.inputs.push(file.clone());
+                u.ca = upstream_ca(&file, &at, diags);
+            }
+            Some(_) => diags.error(at, "only applies to an https upstream"),
+            None => {}
+        }
+    }
     let strip_prefix = raw.strip_prefix.as_deref().and_then(|sp| {
         let valid = sp.starts_with('/') && sp.len() > 1 && !sp.ends_with('/');
         let fits = route_path
@@ -455,6 +517,12 @@ fn route(
         diags.error(format!("{path}.issuers"), "has no effect with `auth: none`");
     }
     let claims_to_headers = claims_to_headers(raw.claims_to_headers.as_ref(), path, diags);
+    if auth == AuthMode::None && !claims_to_headers.is_empty() {
+        diags.error(
+            format!("{path}.claims_to_headers"),
+            "has no effect with `auth: none`: no token is read, so no claim can be forwarded",
+        );
+    }
     let timeout_ms = raw.timeout_ms.unwrap_or(d::ROUTE_TIMEOUT_MS);
     if timeout_ms == 0 || timeout_ms > MAX_ROUTE_TIMEOUT_MS {
         diags.error(
@@ -536,9 +604,35 @@ fn methods(list: &[String], path: &str, diags: &mut Diagnostics) -> Option<Vec<M
     Some(out)
 }
 
+/// Loads a route's `ca_file` (only meaningful for https upstreams).
+fn upstream_ca(file: &Path, path: &str, diags: &mut Diagnostics) -> Option<UpstreamCa> {
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) => {
+            diags.error(path, format!("cannot read `{}`: {e}", file.display()));
+            return None;
+        }
+    };
+    match crate::tls::client_config_with_ca(file) {
+        Ok(config) => Some(UpstreamCa {
+            digest: crate::state::sha256_hex(&bytes),
+            config: Arc::new(config),
+        }),
+        Err(e) => {
+            diags.error(path, e);
+            None
+        }
+    }
+}
+
 fn upstream(text: &str, path: &str, diags: &mut Diagnostics) -> Option<Upstream> {
+    // A URL with userinfo may carry a password: never echo it.
+    let shown = if text.contains('@') { "the URL" } else { text };
     let fail = |diags: &mut Diagnostics, why: &str| {
-        diags.error(path, format!("`{text}` is not a valid upstream URL: {why}"));
+        diags.error(
+            path,
+            format!("`{shown}` is not a valid upstream URL: {why}"),
+        );
         None
     };
     let Ok(uri) = text.parse::<Uri>() else {
@@ -572,6 +666,7 @@ fn upstream(text: &str, path: &str, diags: &mut Diagnostics) -> Option<Upstream>
         authority,
         base_path,
         display: text.to_string(),
+        ca: None,
     })
 }
 

@@ -37,3 +37,11 @@ pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 pub const MAX_JWKS_FILE_BYTES: u64 = 1024 * 1024;
 /// Smallest RSA modulus accepted (RFC 8725 §3.5 / NIST SP 800-131A).
 pub const MIN_RSA_BITS: usize = 2048;
+/// Time in-flight requests get to finish after SIGTERM/SIGINT before the process exits;
+/// below Kubernetes' default terminationGracePeriodSeconds (30 s) minus a margin is the
+/// operator's call, so the default matches the issue contract.
+pub const SHUTDOWN_GRACE_SECS: u64 = 30;
+/// Longest accepted shutdown grace.
+pub const MAX_SHUTDOWN_GRACE_SECS: u64 = 3600;
+/// Largest certificate, key or CA file read.
+pub const MAX_PEM_FILE_BYTES: u64 = 1024 * 1024;

@@ -18,12 +18,22 @@ pub struct RawConfig {
     pub listen: Option<String>,
     pub admin: Option<String>,
     pub realm: Option<String>,
+    /// TLS on the data-plane listener.
+    pub tls: Option<RawTls>,
+    pub shutdown_grace_secs: Option<u64>,
     #[serde(default)]
     pub limits: RawLimits,
     #[serde(default)]
     pub issuers: Vec<RawIssuer>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+}
+
+/// `tls: {cert: FILE, key: FILE}`: PEM certificate chain and private key.
+#[derive(Debug, Deserialize)]
+pub struct RawTls {
+    pub cert: Option<String>,
+    pub key: Option<String>,
 }
 
 /// Server limits; every field has a named default in `config::defaults`.
@@ -58,6 +68,8 @@ pub struct RawRoute {
     pub path: Option<String>,
     pub methods: Option<Vec<String>>,
     pub upstream: Option<String>,
+    /// PEM CA bundle that alone verifies an `https://` upstream (else the system roots).
+    pub ca_file: Option<String>,
     pub strip_prefix: Option<String>,
     pub auth: Option<String>,
     pub issuers: Option<Vec<String>>,
