@@ -60,7 +60,7 @@ async fn check_reports_every_error_with_its_position() {
     let expected = [
         format!("{f}:12:5: routes[0].scopez: unknown key `scopez`"),
         format!("{f}:14:11: routes[1].path: duplicate route: `read-again` and `read` both take GET on path `/api/orders`"),
-        format!("{f}:16:15: routes[1].upstream: `htp://127.0.0.1:9001` is not a valid upstream URL: the scheme must be http"),
+        format!("{f}:16:15: routes[1].upstream: `htp://127.0.0.1:9001` is not a valid upstream URL: the scheme must be http or https"),
         format!("{f}: 3 errors"),
     ];
     let lines: Vec<&str> = err.lines().collect();

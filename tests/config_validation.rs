@@ -86,6 +86,14 @@ fn route_mistakes_are_explained() {
             "routes[0].timeout_ms: must be between 1 and 3600000",
         ),
         (
+            "    path: /x\n    auth: none\n    claims_to_headers: {sub: X-User}\n",
+            "routes[0].claims_to_headers: has no effect with `auth: none`",
+        ),
+        (
+            "    path: /x\n    ca_file: ca.pem\n",
+            "routes[0].ca_file: only applies to an https upstream",
+        ),
+        (
             "    path: /x\n    scopes: {any_of: []}\n",
             "routes[0].scopes: must list at least one scope",
         ),
@@ -99,11 +107,7 @@ fn route_mistakes_are_explained() {
 #[test]
 fn upstream_urls_are_checked() {
     for (url, want) in [
-        (
-            "https://127.0.0.1:9",
-            "https upstreams are not supported in this version",
-        ),
-        ("ftp://x", "the scheme must be http"),
+        ("ftp://x", "the scheme must be http or https"),
         (
             "http://user:pw@host",
             "credentials in the URL are not supported",
@@ -119,6 +123,15 @@ fn upstream_urls_are_checked() {
             "{got}"
         );
     }
+    // A password in the URL is never echoed.
+    let yaml =
+        format!("{ISSUER}routes:\n  - id: r\n    path: /x\n    upstream: \"http://u:s3cret@h\"\n");
+    let got = errors(&yaml);
+    assert!(
+        got.contains("`the URL` is not a valid upstream URL"),
+        "{got}"
+    );
+    assert!(!got.contains("s3cret"), "{got}");
 }
 
 #[test]

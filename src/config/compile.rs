@@ -638,16 +638,12 @@ fn upstream(text: &str, path: &str, diags: &mut Diagnostics) -> Option<Upstream>
     let Ok(uri) = text.parse::<Uri>() else {
         return fail(diags, "expected scheme://host:port[/base-path]");
     };
-    let scheme =
-        match uri.scheme_str() {
-            Some("http") => http::uri::Scheme::HTTP,
-            Some("https") => return fail(
-                diags,
-                "https upstreams are not supported in this version; use http on a trusted network",
-            ),
-            Some(_) => return fail(diags, "the scheme must be http"),
-            None => return fail(diags, "expected scheme://host:port[/base-path]"),
-        };
+    let scheme = match uri.scheme_str() {
+        Some("http") => http::uri::Scheme::HTTP,
+        Some("https") => http::uri::Scheme::HTTPS,
+        Some(_) => return fail(diags, "the scheme must be http or https"),
+        None => return fail(diags, "expected scheme://host:port[/base-path]"),
+    };
     let Some(authority) = uri.authority().cloned() else {
         return fail(diags, "it has no host");
     };
