@@ -14,9 +14,10 @@ use tokio::sync::mpsc;
 
 use crate::state::{SharedState, Snapshot};
 
-/// Quiet time after a file event before reloading: editors and `kubectl` write in bursts
-/// (temp file, rename, chmod), and one reload per burst is enough.
-pub const RELOAD_DEBOUNCE_MS: u64 = 200;
+/// Delay between the first file event of a burst and the reload: editors and the kubelet
+/// write in bursts (temp file, rename, chmod) and one reload per burst is enough. A fixed
+/// delay rather than "wait for quiet": a file rewritten continuously must still reload.
+pub const RELOAD_DEBOUNCE_MS: u64 = 100;
 
 /// What asked for a reload, for logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,16 +173,9 @@ pub fn watch(reloader: Arc<Reloader>) -> Result<tokio::task::JoinHandle<()>, Str
             if !is_relevant(&event, &set.names) {
                 continue;
             }
-            // Debounce: wait for a quiet period, draining the rest of the burst.
-            loop {
-                match tokio::time::timeout(Duration::from_millis(RELOAD_DEBOUNCE_MS), rx.recv())
-                    .await
-                {
-                    Ok(Some(_)) => continue,
-                    Ok(None) => return,
-                    Err(_) => break,
-                }
-            }
+            // Debounce: let the burst finish, then drop what arrived meanwhile.
+            tokio::time::sleep(Duration::from_millis(RELOAD_DEBOUNCE_MS)).await;
+            while rx.try_recv().is_ok() {}
             if let Ok(snapshot) = reloader.reload(Trigger::File).await {
                 set.update(&mut watcher, reloader.path(), &snapshot);
             }
