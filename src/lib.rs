@@ -55,23 +55,27 @@ pub struct Running {
     pub state: Arc<SharedState>,
     /// Present when started from a file: the one path every reload trigger goes through.
     pub reloader: Option<Arc<Reloader>>,
-    shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    /// Shutdown stage: 0 serving, 1 data plane stops, 2 admin stops.
+    shutdown: watch::Sender<u8>,
+    data_plane: JoinHandle<()>,
+    admin: Option<JoinHandle<()>>,
     watcher: Option<JoinHandle<()>>,
 }
 
 impl Running {
     /// Stops accepting, lets in-flight requests finish (up to the config's
-    /// `shutdown_grace_secs`), and returns.
+    /// `shutdown_grace_secs`), and returns. The admin listener outlives the drain, so probes
+    /// see `/-/ready` answer 503 while requests finish, rather than a refused connection.
     pub async fn shutdown(self) {
-        // Not ready any more: load balancers stop sending while requests drain.
         self.state.set_ready(false);
         if let Some(w) = &self.watcher {
             w.abort();
         }
-        let _ = self.shutdown.send(true);
-        for t in self.tasks {
-            let _ = t.await;
+        let _ = self.shutdown.send(1);
+        let _ = self.data_plane.await;
+        let _ = self.shutdown.send(2);
+        if let Some(admin) = self.admin {
+            let _ = admin.await;
         }
     }
 }
@@ -111,30 +115,24 @@ async fn start_inner(snapshot: Snapshot, file: Option<PathBuf>) -> std::io::Resu
     let state = SharedState::new(snapshot);
     let reloader = file.map(|f| Reloader::new(f, Arc::clone(&state)));
     let gateway = Arc::new(Gateway::new(Arc::clone(&state)));
-    let (tx, rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
+    let (tx, rx) = watch::channel(0u8);
+    let stage = |mut rx: watch::Receiver<u8>, at: u8| async move {
+        let _ = rx.wait_for(|s| *s >= at).await;
     };
-    let mut tasks = vec![tokio::spawn(server::serve(
+    let data_plane = tokio::spawn(server::serve(
         listener,
         gateway,
         limits.clone(),
-        stopped(rx.clone()),
+        stage(rx.clone(), 1),
         grace,
-    ))];
-    if let Some(l) = admin_listener {
+    ));
+    let admin = admin_listener.map(|l| {
         let admin = Arc::new(Admin {
             state: Arc::clone(&state),
             reloader: reloader.clone(),
         });
-        tasks.push(tokio::spawn(server::serve(
-            l,
-            admin,
-            limits,
-            stopped(rx),
-            grace,
-        )));
-    }
+        tokio::spawn(server::serve(l, admin, limits, stage(rx, 2), grace))
+    });
     // Both listeners are bound and a valid config is active.
     state.set_ready(true);
     Ok(Running {
@@ -143,7 +141,8 @@ async fn start_inner(snapshot: Snapshot, file: Option<PathBuf>) -> std::io::Resu
         state,
         reloader,
         shutdown: tx,
-        tasks,
+        data_plane,
+        admin,
         watcher: None,
     })
 }

@@ -30,7 +30,7 @@ use crate::forward::{self, ClientInfo};
 use crate::routes::{AuthMode, Match, Route};
 use crate::sanitize::normalize_path;
 use crate::state::{SharedState, Snapshot};
-use crate::upstream::{self, Clients};
+use crate::upstream;
 
 /// What one connection tells the stages about its client.
 #[derive(Debug, Clone, Copy)]
@@ -42,7 +42,6 @@ pub struct Connection {
 /// The data-plane handler shared by every connection.
 pub struct Gateway {
     pub state: Arc<SharedState>,
-    clients: Clients,
 }
 
 /// Facts gathered along the way for the access log.
@@ -54,8 +53,7 @@ struct Trace {
 
 impl Gateway {
     pub fn new(state: Arc<SharedState>) -> Self {
-        let clients = Clients::new(&state.snapshot().limits);
-        Gateway { state, clients }
+        Gateway { state }
     }
 
     /// Runs the stages for one request; never fails, never panics on request data.
@@ -126,7 +124,7 @@ impl Gateway {
         let upstream_req =
             build_upstream_request(req, &route, &path, token.as_ref(), snapshot, conn)?;
         // 7. send
-        let client = self.clients.get(route.upstream.ca.as_ref());
+        let client = self.state.clients().get(route.upstream.ca.as_ref());
         let response = upstream::send(&client, upstream_req, route.timeout)
             .await
             .map_err(|(e, kind)| {

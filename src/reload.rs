@@ -33,6 +33,9 @@ pub struct Reloader {
     state: Arc<SharedState>,
     /// Reloads run one at a time: two racing reloads could otherwise swap in the older file.
     serial: tokio::sync::Mutex<()>,
+    /// Signalled after every successful reload, whatever its trigger, so the file watcher
+    /// can start watching directories the new config added.
+    changed: tokio::sync::Notify,
 }
 
 impl Reloader {
@@ -41,6 +44,7 @@ impl Reloader {
             path,
             state,
             serial: tokio::sync::Mutex::new(()),
+            changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -65,6 +69,7 @@ impl Reloader {
                 warn_about_restart_only_changes(&old, &new);
                 let new = self.state.replace(new);
                 self.state.set_last_error(None);
+                self.changed.notify_one();
                 tracing::info!(?trigger, sha256 = %new.sha256, routes = new.routes.len(), "config reloaded");
                 Ok(new)
             }
@@ -90,8 +95,22 @@ fn warn_about_restart_only_changes(old: &Snapshot, new: &Snapshot) {
             "`listen`/`admin` changed: the listeners stay where they are until a restart"
         );
     }
-    if format!("{:?}", old.limits) != format!("{:?}", new.limits) {
-        tracing::warn!("`limits` changed: they apply to listeners and pools, so after a restart");
+    if old.shutdown_grace != new.shutdown_grace {
+        tracing::warn!("`shutdown_grace_secs` changed: it applies from the next start");
+    }
+    // The body cap is read per request; every other limit is wired into the listeners and
+    // the upstream pools at start.
+    let mut old_limits = old.limits.clone();
+    old_limits.max_request_body_bytes = new.limits.max_request_body_bytes;
+    if old_limits != new.limits {
+        tracing::warn!(
+            "`limits` changed: all but max_request_body_bytes apply from the next start"
+        );
+    }
+    if old.tls.is_some() != new.tls.is_some() {
+        tracing::warn!(
+            "`tls` was added or removed: new connections switch between HTTPS and plaintext now"
+        );
     }
 }
 
@@ -169,16 +188,25 @@ pub fn watch(reloader: Arc<Reloader>) -> Result<tokio::task::JoinHandle<()>, Str
     Ok(tokio::spawn(async move {
         // The watcher lives as long as this task.
         let mut watcher = watcher;
-        while let Some(event) = rx.recv().await {
+        loop {
+            let event = tokio::select! {
+                e = rx.recv() => match e {
+                    Some(e) => e,
+                    None => return,
+                },
+                () = reloader.changed.notified() => {
+                    // A reload by SIGHUP or the admin API may name new files.
+                    set.update(&mut watcher, reloader.path(), &reloader.state.snapshot());
+                    continue;
+                }
+            };
             if !is_relevant(&event, &set.names) {
                 continue;
             }
             // Debounce: let the burst finish, then drop what arrived meanwhile.
             tokio::time::sleep(Duration::from_millis(RELOAD_DEBOUNCE_MS)).await;
             while rx.try_recv().is_ok() {}
-            if let Ok(snapshot) = reloader.reload(Trigger::File).await {
-                set.update(&mut watcher, reloader.path(), &snapshot);
-            }
+            let _ = reloader.reload(Trigger::File).await;
         }
     }))
 }

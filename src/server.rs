@@ -16,12 +16,19 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+mod first_read;
+
+use self::first_read::FirstReadDeadline;
 use crate::body::Body;
 use crate::proxy::Connection;
 use crate::state::Limits;
 
 /// Pause after a failed accept (usually EMFILE): retrying at once would spin a core.
 const ACCEPT_ERROR_BACKOFF_MS: u64 = 50;
+/// HTTP/2 PING interval on quiet connections, and how long a PING may go unanswered before
+/// the connection is closed: dead peers must not hold connection slots.
+const H2_KEEPALIVE_INTERVAL_SECS: u64 = 30;
+const H2_KEEPALIVE_TIMEOUT_SECS: u64 = 10;
 
 /// Something that answers requests on a listener.
 pub trait Handler: Send + Sync + 'static {
@@ -52,7 +59,9 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
-        .max_header_list_size(limits.h2_max_header_list_bytes);
+        .max_header_list_size(limits.h2_max_header_list_bytes)
+        .keep_alive_interval(Some(Duration::from_secs(H2_KEEPALIVE_INTERVAL_SECS)))
+        .keep_alive_timeout(Duration::from_secs(H2_KEEPALIVE_TIMEOUT_SECS));
     builder
 }
 
@@ -100,7 +109,8 @@ pub async fn serve<H: Handler>(
             let _permit = permit;
             let Some(tls) = tls else {
                 let conn = Connection { peer, tls: false };
-                return serve_io(TokioIo::new(stream), &builder, handler, conn, watcher).await;
+                let io = FirstReadDeadline::new(stream, handshake_timeout);
+                return serve_io(TokioIo::new(io), &builder, handler, conn, watcher).await;
             };
             // The handshake shares the header-read deadline: a client that opens a socket
             // and never finishes TLS must not hold a connection slot forever.
@@ -108,7 +118,8 @@ pub async fn serve<H: Handler>(
             match tokio::time::timeout(handshake_timeout, accept).await {
                 Ok(Ok(stream)) => {
                     let conn = Connection { peer, tls: true };
-                    serve_io(TokioIo::new(stream), &builder, handler, conn, watcher).await;
+                    let io = FirstReadDeadline::new(stream, handshake_timeout);
+                    serve_io(TokioIo::new(io), &builder, handler, conn, watcher).await;
                 }
                 Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),

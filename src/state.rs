@@ -14,9 +14,10 @@ use http::HeaderName;
 
 use crate::auth::Issuers;
 use crate::routes::RouteTable;
+use crate::upstream::Clients;
 
 /// Server limits, compiled from `limits:` with named defaults.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     pub header_read_timeout: Duration,
     pub max_request_header_bytes: usize,
@@ -86,6 +87,8 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// The swappable holder shared by the server, the admin listener and (later) reloads.
 pub struct SharedState {
     current: ArcSwap<Snapshot>,
+    /// Upstream clients and their connection pools: they survive reloads.
+    clients: Clients,
     /// The newest rejected config's errors, until a good reload clears them.
     last_error: Mutex<Option<String>>,
     /// A valid config is active and the listeners are bound (false again at shutdown).
@@ -95,6 +98,7 @@ pub struct SharedState {
 impl SharedState {
     pub fn new(snapshot: Snapshot) -> Arc<Self> {
         Arc::new(SharedState {
+            clients: Clients::new(&snapshot.limits),
             current: ArcSwap::from_pointee(snapshot),
             last_error: Mutex::new(None),
             ready: AtomicBool::new(false),
@@ -129,6 +133,17 @@ impl SharedState {
     pub fn replace(&self, snapshot: Snapshot) -> Arc<Snapshot> {
         let snapshot = Arc::new(snapshot);
         self.current.store(Arc::clone(&snapshot));
+        // Pools of CA bundles the new config no longer names go; the others stay warm.
+        let in_use: std::collections::HashSet<&str> = snapshot
+            .routes
+            .routes()
+            .filter_map(|r| r.upstream.ca.as_ref().map(|c| c.digest.as_str()))
+            .collect();
+        self.clients.retain(&in_use);
         snapshot
+    }
+
+    pub fn clients(&self) -> &Clients {
+        &self.clients
     }
 }

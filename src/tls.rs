@@ -18,7 +18,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
+pub fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
     match std::fs::metadata(path) {
         Ok(m) if m.len() > MAX_PEM_FILE_BYTES => {
             return Err(format!(
@@ -33,8 +33,11 @@ fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
 }
 
 fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = read_pem(path)?;
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
+    parse_certificates(&read_pem(path)?, path)
+}
+
+fn parse_certificates(pem: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("`{}` is not a PEM certificate file: {e}", path.display()))?;
     if certs.is_empty() {
@@ -61,9 +64,10 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Strin
 }
 
 /// A client config trusting exactly the certificates in `ca_file`.
-pub fn client_config_with_ca(ca_file: &Path) -> Result<ClientConfig, String> {
+/// `pem` is the content of `ca_file` (read once by the caller, who also digests it).
+pub fn client_config_with_ca(pem: &[u8], ca_file: &Path) -> Result<ClientConfig, String> {
     let mut roots = RootCertStore::empty();
-    for cert in certificates(ca_file)? {
+    for cert in parse_certificates(pem, ca_file)? {
         roots.add(cert).map_err(|e| {
             format!(
                 "`{}` holds an unusable CA certificate: {e}",

@@ -60,6 +60,12 @@ impl Clients {
         }
     }
 
+    /// Drops the clients (and their pools) of CA bundles no longer in `keep`.
+    pub fn retain(&self, keep: &std::collections::HashSet<&str>) {
+        let mut map = self.by_ca.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|digest, _| keep.contains(digest.as_str()));
+    }
+
     /// The client for a route's upstream.
     pub fn get(&self, ca: Option<&UpstreamCa>) -> HttpClient {
         let Some(ca) = ca else {
@@ -106,7 +112,16 @@ pub async fn send(
             } else {
                 FailureKind::Protocol
             };
-            tracing::debug!(error = %e, "upstream request failed");
+            // hyper's top-level message ("client error (Connect)") hides the cause, such
+            // as a refused connection or a failed certificate check: log the whole chain.
+            let mut chain = e.to_string();
+            let mut source = e.source();
+            while let Some(s) = source {
+                chain.push_str(": ");
+                chain.push_str(&s.to_string());
+                source = s.source();
+            }
+            tracing::warn!(error = %chain, "upstream request failed");
             Err((GatewayError::UpstreamUnavailable, kind))
         }
     }

@@ -181,6 +181,39 @@ fn unsafe_keys_in_a_jwks_file_are_refused() {
 }
 
 #[test]
+fn listener_mistakes_are_explained() {
+    let routes =
+        "routes:\n  - id: r\n    path: /x\n    upstream: http://127.0.0.1:9\n    auth: none\n";
+    let got = errors(&format!(
+        "listen: 127.0.0.1:8080\nadmin: 127.0.0.1:8080\n{routes}"
+    ));
+    assert!(
+        got.contains("admin: must not be the same address as `listen`"),
+        "{got}"
+    );
+    let got = errors(&format!("tls: {{}}\n{routes}"));
+    assert!(
+        got.contains("tls.cert: is required") && got.contains("tls.key: is required"),
+        "{got}"
+    );
+    let got = errors(&format!("tls: {{cert: nope.pem, key: nope.key}}\n{routes}"));
+    assert!(got.contains("tls: cannot read"), "{got}");
+    let got = errors(&format!("shutdown_grace_secs: 7200\n{routes}"));
+    assert!(
+        got.contains("shutdown_grace_secs: must be at most 3600"),
+        "{got}"
+    );
+}
+
+#[test]
+fn a_broken_issuer_is_not_reported_as_missing() {
+    let yaml = "issuers:\n  - id: a\n    issuer: https://a.test\n    audiences: [api]\n    jwks_file: missing.json\nroutes:\n  - id: r\n    path: /x\n    upstream: http://127.0.0.1:9\n";
+    let got = errors(yaml);
+    assert!(got.contains("issuers[0].jwks_file: cannot read"), "{got}");
+    assert!(!got.contains("no issuers are configured"), "{got}");
+}
+
+#[test]
 fn all_errors_are_reported_in_file_order() {
     let yaml = format!(
         "{ISSUER}realm: 'a\"b'\nroutes:\n  - id: r\n    path: nope\n    upstream: http://127.0.0.1:9\n    colour: red\n  - id: r\n    path: /y\n    upstream: http://127.0.0.1:9\n"

@@ -67,6 +67,32 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_read_timeout()
 }
 
 #[tokio::test]
+async fn silent_connections_are_closed_and_free_their_slot() {
+    let env = start_with(LIMITED).await;
+    // Both slots (max_connections: 2) taken by clients that never send a byte.
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        silent.push(TcpStream::connect(env.gateway.addr).await.unwrap());
+    }
+    let started = Instant::now();
+    let a = get(&env.url("/x"), None).await;
+    assert_eq!(a.status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "waited {:?}",
+        started.elapsed()
+    );
+    for mut s in silent {
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await;
+        assert!(
+            matches!(n, Ok(Ok(0)) | Ok(Err(_))),
+            "a silent connection stayed open"
+        );
+    }
+}
+
+#[tokio::test]
 async fn an_oversized_request_head_is_rejected() {
     let env = start_with(LIMITED).await;
     let mut s = TcpStream::connect(env.gateway.addr).await.unwrap();

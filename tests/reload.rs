@@ -258,6 +258,75 @@ async fn in_flight_requests_finish_on_the_config_they_started_with() {
     );
 }
 
+#[tokio::test]
+async fn readiness_is_503_while_requests_drain() {
+    let one = Upstream::start("one").await;
+    let (_dir, file) = write_config(&config(&one.url(), "orders:read"), &one).await;
+    let gw = tollgate::start_from_file(&file, false).await.unwrap();
+    let admin = gw.admin_addr.unwrap();
+    let slow_url = format!("http://{}/slow/drain", gw.addr);
+    let in_flight = tokio::spawn(async move { get(&slow_url, None).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopping = tokio::spawn(gw.shutdown());
+    within(RELOAD_DEADLINE, || async {
+        get(&format!("http://{admin}/-/ready"), None).await.status == 503
+    })
+    .await;
+    assert_eq!(in_flight.await.unwrap().status, 200);
+    stopping.await.unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(admin).await.is_err(),
+        "admin closes after the drain"
+    );
+}
+
+#[tokio::test]
+async fn files_named_by_a_signal_or_admin_reload_are_watched_too() {
+    let one = Upstream::start("one").await;
+    let (dir, file) = write_config(&config(&one.url(), "orders:read"), &one).await;
+    let gw = tollgate::start_from_file(&file, true).await.unwrap();
+    let url = format!("http://{}/api/orders/1", gw.addr);
+    // Point the issuer at a key file in a directory nobody watched yet, via /-/reload
+    // (the file watcher sees the config change too; either way the new directory counts).
+    let keys = dir.path().join("rotated");
+    std::fs::create_dir(&keys).unwrap();
+    let first = tollgate::devkeys::generate(jsonwebtoken::Algorithm::ES256, "r1").unwrap();
+    std::fs::write(
+        keys.join("set.json"),
+        tollgate::devkeys::jwks_json([&first]),
+    )
+    .unwrap();
+    std::fs::write(
+        &file,
+        config(&one.url(), "orders:read").replace("a.jwks.json", "rotated/set.json"),
+    )
+    .unwrap();
+    post(&format!("http://{}/-/reload", gw.admin_addr.unwrap())).await;
+    let with = |k: &tollgate::devkeys::DevKey| token_with(k, &claims());
+    within(RELOAD_DEADLINE, || async {
+        get(&url, Some(&with(&first))).await.status == 200
+    })
+    .await;
+    // Rotating the key inside the new directory is picked up by the watcher alone.
+    let second = tollgate::devkeys::generate(jsonwebtoken::Algorithm::ES256, "r2").unwrap();
+    std::fs::write(
+        keys.join("set.json.tmp"),
+        tollgate::devkeys::jwks_json([&second]),
+    )
+    .unwrap();
+    std::fs::rename(keys.join("set.json.tmp"), keys.join("set.json")).unwrap();
+    within(RELOAD_DEADLINE, || async {
+        get(&url, Some(&with(&second))).await.status == 200
+    })
+    .await;
+    assert_eq!(
+        get(&url, Some(&with(&first))).await.status,
+        401,
+        "the removed key no longer validates"
+    );
+    gw.shutdown().await;
+}
+
 /// The `serve` binary, with the addresses it logged.
 struct Served {
     child: Child,

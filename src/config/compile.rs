@@ -35,6 +35,10 @@ pub fn compile(raw: RawConfig, base_dir: &Path, diags: &mut Diagnostics) -> Opti
         .admin
         .as_deref()
         .and_then(|a| socket_addr(a, "admin", diags));
+    // Port 0 (any free port, as tests use) cannot collide.
+    if admin.is_some_and(|a| a.port() != 0) && admin == listen {
+        diags.error("admin", "must not be the same address as `listen`");
+    }
     let realm = raw.realm.unwrap_or_else(|| d::REALM.to_string());
     if !is_quoted_string_safe(&realm) {
         diags.error(
@@ -46,6 +50,7 @@ pub fn compile(raw: RawConfig, base_dir: &Path, diags: &mut Diagnostics) -> Opti
     let mut ctx = Context {
         base_dir: base_dir.to_path_buf(),
         inputs: Vec::new(),
+        configured_issuers: 0,
     };
     let tls = raw
         .tls
@@ -62,6 +67,7 @@ pub fn compile(raw: RawConfig, base_dir: &Path, diags: &mut Diagnostics) -> Opti
     let mut issuer_ids = HashSet::new();
     let mut iss_values = HashSet::new();
     let mut issuers = Vec::new();
+    ctx.configured_issuers = raw.issuers.len();
     for (i, ri) in raw.issuers.into_iter().enumerate() {
         let path = format!("issuers[{i}]");
         if let Some(issuer) = issuer(ri, &path, &mut ctx, diags) {
@@ -153,6 +159,9 @@ pub fn compile(raw: RawConfig, base_dir: &Path, diags: &mut Diagnostics) -> Opti
 struct Context {
     base_dir: std::path::PathBuf,
     inputs: Vec<std::path::PathBuf>,
+    /// Issuers in the file, valid or not: a route is not told "no issuers are configured"
+    /// just because the one configured issuer has its own error.
+    configured_issuers: usize,
 }
 
 fn listener_tls(
@@ -160,8 +169,9 @@ fn listener_tls(
     ctx: &mut Context,
     diags: &mut Diagnostics,
 ) -> Option<Arc<rustls::ServerConfig>> {
-    let cert = required(&raw.cert, "tls.cert".into(), diags)?;
-    let key = required(&raw.key, "tls.key".into(), diags)?;
+    let cert = required(&raw.cert, "tls.cert".into(), diags);
+    let key = required(&raw.key, "tls.key".into(), diags);
+    let (cert, key) = (cert?, key?);
     let (cert, key) = (ctx.base_dir.join(cert), ctx.base_dir.join(key));
     ctx.inputs.push(cert.clone());
     ctx.inputs.push(key.clone());
@@ -500,7 +510,7 @@ fn route(
             }
         }
     }
-    if auth != AuthMode::None && issuer_ids.is_empty() && raw.issuers.is_none() {
+    if auth != AuthMode::None && ctx.configured_issuers == 0 && raw.issuers.is_none() {
         diags.error(
             format!("{path}.auth"),
             "tokens are checked on this route but no issuers are configured",
@@ -606,14 +616,16 @@ fn methods(list: &[String], path: &str, diags: &mut Diagnostics) -> Option<Vec<M
 
 /// Loads a route's `ca_file` (only meaningful for https upstreams).
 fn upstream_ca(file: &Path, path: &str, diags: &mut Diagnostics) -> Option<UpstreamCa> {
-    let bytes = match std::fs::read(file) {
+    // Read once: the digest that keys the client pool must describe the very bytes the
+    // trust store was built from.
+    let bytes = match crate::tls::read_pem(file) {
         Ok(b) => b,
         Err(e) => {
-            diags.error(path, format!("cannot read `{}`: {e}", file.display()));
+            diags.error(path, e);
             return None;
         }
     };
-    match crate::tls::client_config_with_ca(file) {
+    match crate::tls::client_config_with_ca(&bytes, file) {
         Ok(config) => Some(UpstreamCa {
             digest: crate::state::sha256_hex(&bytes),
             config: Arc::new(config),
