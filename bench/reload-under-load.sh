@@ -125,7 +125,14 @@ phase() { # $1 name, $2 reloads (yes|no), $3... extra wrk args
     local name=$1 reloads=$2; shift 2
     cp "$W/a.yaml" "$W/routes.yaml"
     start_gateway "$W/$name.log" "warn,tollgate::reload=info"
-    run_wrk "$W/$name-warmup.txt" 5 "$@"
+    # Warm-up, with one switch to the other upstream and back, so that both upstream pools
+    # and the allocator's arenas exist before the "before" RSS is taken: what the reload
+    # phase may not do is keep growing.
+    run_wrk "$W/$name-warmup.txt" 5 "$@" &
+    local warm_pid=$!
+    sleep 1; cp "$W/b.yaml" "$W/next.yaml"; mv "$W/next.yaml" "$W/routes.yaml"
+    sleep 2; cp "$W/a.yaml" "$W/next.yaml"; mv "$W/next.yaml" "$W/routes.yaml"
+    wait "$warm_pid"
     local rss_before; rss_before=$(rss_kib "$GW_PID")
     run_wrk "$W/$name.txt" "$DURATION" "$@" &
     local wrk_pid=$!

@@ -259,6 +259,35 @@ async fn in_flight_requests_finish_on_the_config_they_started_with() {
 }
 
 #[tokio::test]
+async fn upstream_connections_are_reused_across_reloads() {
+    let one = Upstream::start("one").await;
+    let (_dir, file) = write_config(&config(&one.url(), "orders:read"), &one).await;
+    let gw = tollgate::start_from_file(&file, false).await.unwrap();
+    let url = format!("http://{}/api/orders/1", gw.addr);
+    let t = token(|_| {});
+    assert_eq!(get(&url, Some(&t)).await.status, 200);
+    assert_eq!(one.connections(), 1);
+    // A new snapshot (the route gains a method list), same upstream: the pool stays.
+    let changed = config(&one.url(), "orders:read").replace(
+        "    scopes: [orders:read]",
+        "    scopes: [orders:read]\n    methods: [GET]",
+    );
+    std::fs::write(&file, changed).unwrap();
+    let a = post(&format!("http://{}/-/reload", gw.admin_addr.unwrap())).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_ne!(a.json()["sha256"], serde_json::Value::Null);
+    for _ in 0..5 {
+        assert_eq!(get(&url, Some(&t)).await.status, 200);
+    }
+    assert_eq!(
+        one.connections(),
+        1,
+        "a reload must not drop the upstream pool"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn readiness_is_503_while_requests_drain() {
     let one = Upstream::start("one").await;
     let (_dir, file) = write_config(&config(&one.url(), "orders:read"), &one).await;

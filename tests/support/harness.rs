@@ -36,6 +36,7 @@ pub struct Seen {
 pub struct Upstream {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Upstream {
@@ -43,12 +44,15 @@ impl Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let accepted: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
         let record = Arc::clone(&seen);
+        let count = Arc::clone(&accepted);
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let record = Arc::clone(&record);
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
@@ -93,7 +97,16 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, seen }
+        Upstream {
+            addr,
+            seen,
+            accepted,
+        }
+    }
+
+    /// TCP connections accepted so far (pool reuse shows as a count that stays put).
+    pub fn connections(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn url(&self) -> String {
