@@ -86,7 +86,7 @@ impl Handler for Admin {
         match req.uri().path() {
             "/-/healthz" if read => json_response(StatusCode::OK, json!({"status": "ok"})),
             "/-/ready" if read => {
-                if self.state.is_ready() {
+                if self.state.is_ready() && self.state.snapshot().keys_ready() {
                     json_response(StatusCode::OK, json!({"ready": true}))
                 } else {
                     json_response(StatusCode::SERVICE_UNAVAILABLE, json!({"ready": false}))

@@ -1,10 +1,49 @@
 //! Authentication and authorization: where the token comes from (`extract`), which keys may
-//! verify it (`jwks`), whether it is valid (`verify`), and whether it grants the route's
-//! scopes (`scopes`).
+//! verify it (`jwks`, `keystore`, `remote`), whether it is valid (`verify`, with the
+//! verified-token `cache` in front), and whether it grants the route's scopes (`scopes`).
 
+pub mod cache;
 pub mod extract;
 pub mod jwks;
+pub mod keystore;
+pub mod remote;
 pub mod scopes;
 pub mod verify;
 
 pub use verify::{Issuer, Issuers, Reason, TokenError, VerifiedToken};
+
+/// Verifies a bearer token: the cache first; then full verification, and for an unknown
+/// `kid` of a remote issuer one more try after the (single-flight, cooldown-bound) refetch.
+pub async fn authenticate(
+    token: &str,
+    issuers: &Issuers,
+    allowed_issuers: Option<&[String]>,
+    now: u64,
+) -> Result<VerifiedToken, TokenError> {
+    if let Some(hit) = issuers
+        .cache()
+        .and_then(|c| c.get(token, allowed_issuers, now))
+    {
+        return Ok(hit);
+    }
+    let parsed = verify::parse(token, issuers, allowed_issuers)?;
+    let (keys, generation) = parsed.issuer.keys.current();
+    let mut result = verify::finish(&parsed, &keys, now);
+    if let (Err(e), Some(remote)) = (&result, parsed.issuer.keys.remote()) {
+        if e.reason == Reason::UnknownKid && remote.refresh_after_miss(generation).await {
+            let (keys, _) = parsed.issuer.keys.current();
+            result = verify::finish(&parsed, &keys, now);
+        }
+    }
+    if let (Ok(verified), Some(cache)) = (&result, issuers.cache()) {
+        cache.insert(
+            token,
+            verified,
+            parsed.kid.clone(),
+            parsed.alg,
+            verified.exp,
+            now,
+        );
+    }
+    result
+}

@@ -195,7 +195,12 @@ pub fn init_logging(format: LogFormat) {
 fn check(file: &Path) -> ExitCode {
     match crate::config::load(file) {
         Ok(s) => {
-            let keys: usize = s.issuers.iter().map(|i| i.keys.keys.len()).sum();
+            // Remote key sets are fetched by `serve`, not by `check`.
+            let keys: usize = s
+                .issuers
+                .iter()
+                .map(|i| i.keys.current().0.keys.len())
+                .sum();
             println!(
                 "{}: ok: {} routes, {} issuers, {} keys",
                 file.display(),

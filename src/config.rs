@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use self::positions::{Position, PositionIndex};
 use self::raw::RawConfig;
+use crate::auth::remote::RemoteRegistry;
 use crate::state::Snapshot;
 
 /// Largest `routes.yaml` accepted; a larger file is a mistake (or an attack on the parser).
@@ -123,12 +124,18 @@ impl<'a> Diagnostics<'a> {
 /// Reads, parses and compiles a config file. Relative paths inside it (key files) resolve
 /// against the file's directory.
 pub fn load(file: &Path) -> Result<Snapshot, ConfigError> {
+    load_with(file, &RemoteRegistry::default())
+}
+
+/// Like [`load`], reusing the remote key stores in `remote` for issuers whose definition
+/// did not change (the reloader passes the running gateway's registry).
+pub fn load_with(file: &Path, remote: &RemoteRegistry) -> Result<Snapshot, ConfigError> {
     let source = read_source(file)?;
     let base_dir = file
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    load_str(&source, file, &base_dir)
+    load_inner(&source, file, &base_dir, |_| {}, remote)
 }
 
 /// Parses and compiles config text; `file` only labels errors, `base_dir` anchors key files.
@@ -144,11 +151,21 @@ pub fn load_patched(
     base_dir: &Path,
     patch: impl FnOnce(&mut RawConfig),
 ) -> Result<Snapshot, ConfigError> {
+    load_inner(source, file, base_dir, patch, &RemoteRegistry::default())
+}
+
+fn load_inner(
+    source: &str,
+    file: &Path,
+    base_dir: &Path,
+    patch: impl FnOnce(&mut RawConfig),
+    remote: &RemoteRegistry,
+) -> Result<Snapshot, ConfigError> {
     let index = PositionIndex::build(source);
     let mut diags = Diagnostics::new(&index);
     let mut raw = parse(source, file, &mut diags)?;
     patch(&mut raw);
-    let snapshot = compile::compile(raw, base_dir, &mut diags);
+    let snapshot = compile::compile(raw, base_dir, remote, &mut diags);
     match snapshot {
         Some(s) if diags.is_empty() => Ok(s.with_source_digest(source)),
         _ => Err(diags.into_error(file)),

@@ -39,6 +39,21 @@ impl Drop for TempDir {
     }
 }
 
+/// Every issuer trusts the demo's in-memory key instead of whatever the file names.
+fn use_demo_key(raw: &mut crate::config::raw::RawConfig, jwks_file: &str) {
+    for i in &mut raw.issuers {
+        i.jwks_file = Some(jwks_file.to_string());
+        i.jwks_url = None;
+        i.discovery = None;
+        i.jwks_refresh_secs = None;
+        i.jwks_cooldown_secs = None;
+        i.jwks_max_stale_secs = None;
+        i.ca_file = None;
+        i.ready_without_keys = None;
+        i.algorithms = None;
+    }
+}
+
 /// Starts a helper server on an ephemeral loopback port.
 async fn spawn_helper<H: crate::server::Handler>(
     handler: H,
@@ -80,9 +95,7 @@ pub async fn run(config: &Path, listen: Option<&str>) -> anyhow::Result<()> {
     let mut upstreams: BTreeMap<String, String> = BTreeMap::new();
     let mut issuer = None;
     crate::config::load_patched(&source, config, &base_dir, |raw| {
-        for i in &mut raw.issuers {
-            i.jwks_file = Some(jwks_file.clone());
-        }
+        use_demo_key(raw, &jwks_file);
         for r in &raw.routes {
             if let Some(u) = &r.upstream {
                 upstreams.insert(u.clone(), String::new());
@@ -156,10 +169,7 @@ pub async fn run(config: &Path, listen: Option<&str>) -> anyhow::Result<()> {
             raw.listen = Some(l.to_string());
         }
         raw.admin = Some("127.0.0.1:0".into());
-        for i in &mut raw.issuers {
-            i.jwks_file = Some(jwks_file.clone());
-            i.algorithms = None;
-        }
+        use_demo_key(raw, &jwks_file);
         for r in &mut raw.routes {
             if let Some(u) = r.upstream.as_mut().and_then(|u| upstreams.get(u)) {
                 r.upstream = Some(u.clone());

@@ -30,6 +30,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::Admin;
+use crate::auth::remote::RemoteRegistry;
 use crate::proxy::{Connection, Gateway};
 use crate::reload::Reloader;
 use crate::state::{SharedState, Snapshot};
@@ -83,8 +84,9 @@ impl Running {
 /// Loads `path`, serves it, and reloads it on change when `watch` is set (SIGHUP is the
 /// binary's business: signals are process-wide).
 pub async fn start_from_file(path: &Path, watch: bool) -> anyhow::Result<Running> {
-    let snapshot = config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut running = start_inner(snapshot, Some(path.to_path_buf())).await?;
+    let registry = RemoteRegistry::default();
+    let snapshot = config::load_with(path, &registry).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut running = start_inner(snapshot, Some(path.to_path_buf()), registry).await?;
     if watch {
         if let Some(r) = &running.reloader {
             running.watcher = Some(reload::watch(Arc::clone(r)).map_err(anyhow::Error::msg)?);
@@ -95,10 +97,14 @@ pub async fn start_from_file(path: &Path, watch: bool) -> anyhow::Result<Running
 
 /// Binds the listeners of an in-memory `snapshot` and starts serving (no reloads).
 pub async fn start(snapshot: Snapshot) -> std::io::Result<Running> {
-    start_inner(snapshot, None).await
+    start_inner(snapshot, None, RemoteRegistry::default()).await
 }
 
-async fn start_inner(snapshot: Snapshot, file: Option<PathBuf>) -> std::io::Result<Running> {
+async fn start_inner(
+    snapshot: Snapshot,
+    file: Option<PathBuf>,
+    registry: RemoteRegistry,
+) -> std::io::Result<Running> {
     let listener = server::bind(snapshot.listen, "listen").await?;
     let admin_listener = match snapshot.admin {
         Some(a) => Some(server::bind(a, "admin").await?),
@@ -112,7 +118,9 @@ async fn start_inner(snapshot: Snapshot, file: Option<PathBuf>) -> std::io::Resu
     let limits = snapshot.limits.clone();
     // The grace is read at start: a reload that changes it applies to the next start.
     let grace = snapshot.shutdown_grace;
-    let state = SharedState::new(snapshot);
+    // Remote key sets start fetching now; `/-/ready` waits for them.
+    snapshot.start_remote_keys();
+    let state = SharedState::new(snapshot, registry);
     let reloader = file.map(|f| Reloader::new(f, Arc::clone(&state)));
     let gateway = Arc::new(Gateway::new(Arc::clone(&state)));
     let (tx, rx) = watch::channel(0u8);

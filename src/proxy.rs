@@ -23,7 +23,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::auth::extract::{bearer_token, Credentials};
-use crate::auth::{verify, VerifiedToken};
+use crate::auth::VerifiedToken;
 use crate::body::Body;
 use crate::error::GatewayError;
 use crate::forward::{self, ClientInfo};
@@ -106,7 +106,7 @@ impl Gateway {
         };
         trace.route = Some(Arc::clone(&route));
         // 3 + 4. extract and verify
-        let token = authenticate(&req, &route, snapshot)?;
+        let token = authenticate(&req, &route, snapshot).await?;
         trace.sub = token
             .as_ref()
             .and_then(|t| t.claims.get("sub"))
@@ -137,7 +137,7 @@ impl Gateway {
 }
 
 /// Stages 3 and 4: the token, if the route looks at tokens and the request carries one.
-fn authenticate(
+async fn authenticate(
     req: &Request<Incoming>,
     route: &Route,
     snapshot: &Snapshot,
@@ -155,7 +155,8 @@ fn authenticate(
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
-            verify::verify(token, &snapshot.issuers, route.issuers.as_deref(), now)
+            crate::auth::authenticate(token, &snapshot.issuers, route.issuers.as_deref(), now)
+                .await
                 .map(Some)
                 .map_err(GatewayError::InvalidToken)
         }

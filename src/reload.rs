@@ -57,7 +57,9 @@ impl Reloader {
     pub async fn reload(&self, trigger: Trigger) -> Result<Arc<Snapshot>, String> {
         let _one_at_a_time = self.serial.lock().await;
         let path = self.path.clone();
-        let loaded = tokio::task::spawn_blocking(move || crate::config::load(&path)).await;
+        let registry = self.state.remote_registry().clone();
+        let loaded =
+            tokio::task::spawn_blocking(move || crate::config::load_with(&path, &registry)).await;
         let result = match loaded {
             Ok(Ok(snapshot)) => Ok(snapshot),
             Ok(Err(e)) => Err(e.to_string()),
@@ -67,6 +69,9 @@ impl Reloader {
             Ok(new) => {
                 let old = self.state.snapshot();
                 warn_about_restart_only_changes(&old, &new);
+                // New remote issuers start fetching now; requests that need their keys
+                // first wait for that fetch (single flight) instead of failing.
+                new.start_remote_keys();
                 let new = self.state.replace(new);
                 self.state.set_last_error(None);
                 self.changed.notify_one();

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use http::HeaderName;
 
+use crate::auth::remote::RemoteRegistry;
 use crate::auth::Issuers;
 use crate::routes::RouteTable;
 use crate::upstream::Clients;
@@ -71,6 +72,21 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Starts the start-up fetch and background refresh of every remote key set (a no-op
+    /// for stores that already run, which a reload keeps for unchanged issuers).
+    pub fn start_remote_keys(&self) {
+        for issuer in self.issuers.iter() {
+            if let Some(remote) = issuer.keys.remote() {
+                remote.ensure_started();
+            }
+        }
+    }
+
+    /// Every issuer has keys (or may serve without them).
+    pub fn keys_ready(&self) -> bool {
+        self.issuers.iter().all(|i| i.keys.is_ready())
+    }
+
     /// Records the digest of the source the snapshot was compiled from.
     pub fn with_source_digest(mut self, source: &str) -> Self {
         self.sha256 = sha256_hex(source.as_bytes());
@@ -89,6 +105,8 @@ pub struct SharedState {
     current: ArcSwap<Snapshot>,
     /// Upstream clients and their connection pools: they survive reloads.
     clients: Clients,
+    /// Remote key stores: a reload keeps those of unchanged issuers.
+    remote: RemoteRegistry,
     /// The newest rejected config's errors, until a good reload clears them.
     last_error: Mutex<Option<String>>,
     /// A valid config is active and the listeners are bound (false again at shutdown).
@@ -96,8 +114,9 @@ pub struct SharedState {
 }
 
 impl SharedState {
-    pub fn new(snapshot: Snapshot) -> Arc<Self> {
+    pub fn new(snapshot: Snapshot, remote: RemoteRegistry) -> Arc<Self> {
         Arc::new(SharedState {
+            remote,
             clients: Clients::new(&snapshot.limits),
             current: ArcSwap::from_pointee(snapshot),
             last_error: Mutex::new(None),
@@ -145,5 +164,9 @@ impl SharedState {
 
     pub fn clients(&self) -> &Clients {
         &self.clients
+    }
+
+    pub fn remote_registry(&self) -> &RemoteRegistry {
+        &self.remote
     }
 }

@@ -24,7 +24,8 @@ const POOL_MAX_IDLE_PER_HOST: usize = 1024;
 
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
 
-fn build(limits: &Limits, tls: rustls::ClientConfig) -> HttpClient {
+/// A pooled HTTP/1.1 client over plain TCP or rustls with `tls`.
+pub fn build_client(limits: &Limits, tls: rustls::ClientConfig) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(limits.upstream_connect_timeout));
     connector.set_nodelay(true);
@@ -55,7 +56,7 @@ impl Clients {
     pub fn new(limits: &Limits) -> Self {
         Clients {
             limits: limits.clone(),
-            system: build(limits, crate::tls::client_config_with_system_roots()),
+            system: build_client(limits, crate::tls::client_config_with_system_roots()),
             by_ca: Mutex::new(HashMap::new()),
         }
     }
@@ -75,7 +76,7 @@ impl Clients {
         // still consistent (insert is atomic from our point of view).
         let mut map = self.by_ca.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(ca.digest.clone())
-            .or_insert_with(|| build(&self.limits, (*ca.config).clone()))
+            .or_insert_with(|| build_client(&self.limits, (*ca.config).clone()))
             .clone()
     }
 }

@@ -15,7 +15,9 @@ use base64::Engine;
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
+use super::cache::TokenCache;
 use super::jwks::{parse_algorithm, KeyLookupError, KeySet};
+use super::keystore::KeySource;
 use crate::config::defaults::MAX_TOKEN_BYTES;
 
 /// One trusted issuer, compiled from config.
@@ -26,7 +28,7 @@ pub struct Issuer {
     /// Exact, case-sensitive value of `iss`.
     pub issuer: String,
     pub audiences: Vec<String>,
-    pub keys: KeySet,
+    pub keys: KeySource,
     /// Allowed algorithms (the config allow-list, or every supported one).
     pub algorithms: Vec<Algorithm>,
     pub leeway_secs: u64,
@@ -34,20 +36,35 @@ pub struct Issuer {
     pub require_typ: Option<String>,
 }
 
-/// All issuers, looked up by their `iss` value.
-#[derive(Debug, Default)]
+/// All issuers, looked up by their `iss` value, with this snapshot's token cache.
+#[derive(Default)]
 pub struct Issuers {
     by_iss: HashMap<String, Arc<Issuer>>,
+    cache: Option<TokenCache>,
+}
+
+impl std::fmt::Debug for Issuers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuers")
+            .field("by_iss", &self.by_iss)
+            .field("cache", &self.cache.as_ref().map(|c| c.len()))
+            .finish()
+    }
 }
 
 impl Issuers {
-    pub fn new(list: Vec<Issuer>) -> Self {
+    pub fn new(list: Vec<Issuer>, cache: Option<TokenCache>) -> Self {
         Issuers {
             by_iss: list
                 .into_iter()
                 .map(|i| (i.issuer.clone(), Arc::new(i)))
                 .collect(),
+            cache,
         }
+    }
+
+    pub fn cache(&self) -> Option<&TokenCache> {
+        self.cache.as_ref()
     }
 
     pub fn by_iss(&self, iss: &str) -> Option<&Arc<Issuer>> {
@@ -63,7 +80,10 @@ impl Issuers {
 #[derive(Debug, Clone)]
 pub struct VerifiedToken {
     pub issuer: Arc<Issuer>,
-    pub claims: Map<String, Value>,
+    /// Shared: cache hits hand out the same claims without copying them.
+    pub claims: Arc<Map<String, Value>>,
+    /// `exp`, seconds since the epoch.
+    pub exp: f64,
 }
 
 /// Why a token was rejected; becomes `401 invalid_token` with `description`.
@@ -133,14 +153,37 @@ const FORBIDDEN_HEADER_PARAMS: [(&str, &str); 4] = [
     ("x5c", "the x5c header parameter is not accepted"),
 ];
 
-/// Verifies `token` for a route that accepts `allowed_issuers` (config ids; `None` = any).
-/// `now` is seconds since the Unix epoch.
+/// A token that passed every check needing no key: shape, header, issuer, route, `typ`,
+/// algorithm allow-list. What is left needs the issuer's current keys: [`finish`].
+pub struct Parsed<'t> {
+    token: &'t str,
+    signing_input_len: usize,
+    signature: &'t str,
+    pub alg: Algorithm,
+    pub kid: Option<String>,
+    pub issuer: Arc<Issuer>,
+    claims: Map<String, Value>,
+}
+
+/// Verifies `token` for a route that accepts `allowed_issuers` (config ids; `None` = any)
+/// with the issuer's keys as they are now. `now` is seconds since the Unix epoch.
 pub fn verify(
     token: &str,
     issuers: &Issuers,
     allowed_issuers: Option<&[String]>,
     now: u64,
 ) -> Result<VerifiedToken, TokenError> {
+    let parsed = parse(token, issuers, allowed_issuers)?;
+    let (keys, _) = parsed.issuer.keys.current();
+    finish(&parsed, &keys, now)
+}
+
+/// The checks before any key is needed.
+pub fn parse<'t>(
+    token: &'t str,
+    issuers: &Issuers,
+    allowed_issuers: Option<&[String]>,
+) -> Result<Parsed<'t>, TokenError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(reject(Reason::Oversized, "token exceeds 8192 bytes"));
     }
@@ -200,7 +243,7 @@ pub fn verify(
     }
     let kid = match header.get("kid") {
         None => None,
-        Some(Value::String(k)) => Some(k.as_str()),
+        Some(Value::String(k)) => Some(k.clone()),
         Some(_) => {
             return Err(reject(
                 Reason::Malformed,
@@ -208,25 +251,45 @@ pub fn verify(
             ))
         }
     };
-    let key = issuer.keys.select(kid, alg).map_err(|e| match e {
-        KeyLookupError::UnknownKid => reject(Reason::UnknownKid, "token key id is unknown"),
-        KeyLookupError::AlgMismatch => reject(
-            Reason::UnsupportedAlg,
-            "token algorithm does not match its key",
-        ),
-        KeyLookupError::NoKeyForAlg => reject(
-            Reason::UnknownKid,
-            "issuer has no key for the token algorithm",
-        ),
-        KeyLookupError::AmbiguousWithoutKid => reject(
-            Reason::UnknownKid,
-            "token has no kid and its issuer has several keys",
-        ),
-    })?;
+    Ok(Parsed {
+        token,
+        signing_input_len: h64.len() + 1 + p64.len(),
+        signature: s64,
+        alg,
+        kid,
+        issuer: Arc::clone(issuer),
+        claims,
+    })
+}
+
+/// Key, signature, then the claims, which mean nothing before the signature holds.
+pub fn finish(parsed: &Parsed<'_>, keys: &KeySet, now: u64) -> Result<VerifiedToken, TokenError> {
+    let key = keys
+        .select(parsed.kid.as_deref(), parsed.alg)
+        .map_err(|e| match e {
+            KeyLookupError::UnknownKid => reject(Reason::UnknownKid, "token key id is unknown"),
+            KeyLookupError::AlgMismatch => reject(
+                Reason::UnsupportedAlg,
+                "token algorithm does not match its key",
+            ),
+            KeyLookupError::NoKeyForAlg => reject(
+                Reason::UnknownKid,
+                "issuer has no key for the token algorithm",
+            ),
+            KeyLookupError::AmbiguousWithoutKid => reject(
+                Reason::UnknownKid,
+                "token has no kid and its issuer has several keys",
+            ),
+        })?;
 
     // The signing input is the two first parts exactly as sent (RFC 7515 §5.2).
-    let signing_input = &token[..h64.len() + 1 + p64.len()];
-    match jsonwebtoken::crypto::verify(s64, signing_input.as_bytes(), &key.key, alg) {
+    let signing_input = &parsed.token[..parsed.signing_input_len];
+    match jsonwebtoken::crypto::verify(
+        parsed.signature,
+        signing_input.as_bytes(),
+        &key.key,
+        parsed.alg,
+    ) {
         Ok(true) => {}
         Ok(false) => {
             return Err(reject(Reason::BadSignature, "token signature is invalid"));
@@ -234,11 +297,12 @@ pub fn verify(
         Err(_) => return Err(reject(Reason::BadSignature, "token signature is malformed")),
     }
 
-    check_time_claims(&claims, issuer.leeway_secs, now)?;
-    check_audience(&claims, &issuer.audiences)?;
+    let exp = check_time_claims(&parsed.claims, parsed.issuer.leeway_secs, now)?;
+    check_audience(&parsed.claims, &parsed.issuer.audiences)?;
     Ok(VerifiedToken {
-        issuer: Arc::clone(issuer),
-        claims,
+        issuer: Arc::clone(&parsed.issuer),
+        claims: Arc::new(parsed.claims.clone()),
+        exp,
     })
 }
 
@@ -314,7 +378,12 @@ fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<f64>, 
     }
 }
 
-fn check_time_claims(claims: &Map<String, Value>, leeway: u64, now: u64) -> Result<(), TokenError> {
+/// Checks `exp`, `nbf` and `iat`; returns `exp`.
+fn check_time_claims(
+    claims: &Map<String, Value>,
+    leeway: u64,
+    now: u64,
+) -> Result<f64, TokenError> {
     let now = now as f64;
     let leeway = leeway as f64;
     let exp = numeric_date(claims, "exp")
@@ -337,7 +406,7 @@ fn check_time_claims(claims: &Map<String, Value>, leeway: u64, now: u64) -> Resu
             "token was issued in the future",
         ));
     }
-    Ok(())
+    Ok(exp)
 }
 
 /// RFC 7519 §4.1.3 / RFC 9068 §4: `aud` (a string or an array of strings) must name us.

@@ -10,8 +10,10 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderName, Method};
 
 use super::defaults as d;
-use super::raw::{RawConfig, RawLimits, RawTls};
+use super::raw::{RawConfig, RawLimits, RawTls, RawTokenCache};
 use super::Diagnostics;
+use crate::auth::cache::TokenCache;
+use crate::auth::remote::RemoteRegistry;
 use crate::auth::Issuers;
 use crate::routes::{Route, RouteTable};
 use crate::state::{Limits, Snapshot};
@@ -24,7 +26,12 @@ use self::route::{overlap, route};
 
 /// Compiles `raw`; returns `None` only when nothing usable could be built. Callers must also
 /// check `diags`: a snapshot is only valid when no diagnostic was recorded.
-pub fn compile(raw: RawConfig, base_dir: &Path, diags: &mut Diagnostics) -> Option<Snapshot> {
+pub fn compile(
+    raw: RawConfig,
+    base_dir: &Path,
+    remote: &RemoteRegistry,
+    diags: &mut Diagnostics,
+) -> Option<Snapshot> {
     let listen = socket_addr(
         raw.listen.as_deref().unwrap_or(d::LISTEN_ADDR),
         "listen",
@@ -50,7 +57,11 @@ pub fn compile(raw: RawConfig, base_dir: &Path, diags: &mut Diagnostics) -> Opti
         base_dir: base_dir.to_path_buf(),
         inputs: Vec::new(),
         configured_issuers: 0,
+        limits: limits.clone(),
+        remote: remote.clone(),
+        system_roots: None,
     };
+    let token_cache = token_cache(raw.token_cache.as_ref(), diags);
     let tls = raw
         .tls
         .as_ref()
@@ -142,7 +153,7 @@ pub fn compile(raw: RawConfig, base_dir: &Path, diags: &mut Diagnostics) -> Opti
         challenge_prefix: format!("Bearer realm=\"{realm}\""),
         realm,
         limits,
-        issuers: Issuers::new(issuers),
+        issuers: Issuers::new(issuers, token_cache),
         routes: RouteTable::new(routes),
         identity_headers,
         tls,
@@ -161,6 +172,35 @@ pub(super) struct Context {
     /// Issuers in the file, valid or not: a route is not told "no issuers are configured"
     /// just because the one configured issuer has its own error.
     configured_issuers: usize,
+    limits: Limits,
+    /// Remote key stores that outlive snapshots.
+    remote: RemoteRegistry,
+    /// The OS trust store, loaded on first use only (it costs file reads and may warn).
+    system_roots: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Context {
+    fn system_roots(&mut self) -> Arc<rustls::ClientConfig> {
+        Arc::clone(
+            self.system_roots
+                .get_or_insert_with(|| Arc::new(crate::tls::client_config_with_system_roots())),
+        )
+    }
+}
+
+/// `token_cache:` (on by default).
+fn token_cache(raw: Option<&RawTokenCache>, diags: &mut Diagnostics) -> Option<TokenCache> {
+    let enabled = raw.and_then(|c| c.enabled).unwrap_or(true);
+    let max = raw
+        .and_then(|c| c.max_entries)
+        .unwrap_or(d::TOKEN_CACHE_MAX_ENTRIES);
+    if max == 0 {
+        diags.error(
+            "token_cache.max_entries",
+            "must be at least 1 (set `enabled: false` to turn the cache off)",
+        );
+    }
+    (enabled && max > 0).then(|| TokenCache::new(max))
 }
 
 fn listener_tls(

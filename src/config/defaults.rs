@@ -33,6 +33,18 @@ pub const UPSTREAM_IDLE_TIMEOUT_MS: u64 = 60_000;
 /// Largest bearer token accepted (issue contract: 8 KiB); bigger tokens are rejected before
 /// any base64 or JSON work.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Upper bound of the remote JWKS refresh interval (`Cache-Control: max-age` is honoured
+/// below it).
+pub const JWKS_REFRESH_SECS: u64 = 300;
+/// Lower bound of the refresh interval: an IdP sending `max-age=0` must not be polled in a
+/// loop (lowered to `jwks_refresh_secs` when that is smaller).
+pub const JWKS_MIN_REFRESH_SECS: u64 = 30;
+/// At most one fetch per this many seconds per issuer for unknown `kid`s.
+pub const JWKS_COOLDOWN_SECS: u64 = 30;
+/// How long the last good key set keeps serving while the IdP fails.
+pub const JWKS_MAX_STALE_SECS: u64 = 86_400;
+/// Default size of the verified-token cache.
+pub const TOKEN_CACHE_MAX_ENTRIES: usize = 100_000;
 /// Largest JWK Set file accepted.
 pub const MAX_JWKS_FILE_BYTES: u64 = 1024 * 1024;
 /// Smallest RSA modulus accepted (RFC 8725 §3.5 / NIST SP 800-131A).

@@ -23,6 +23,7 @@ pub struct RawConfig {
     pub shutdown_grace_secs: Option<u64>,
     #[serde(default)]
     pub limits: RawLimits,
+    pub token_cache: Option<RawTokenCache>,
     #[serde(default)]
     pub issuers: Vec<RawIssuer>,
     #[serde(default)]
@@ -34,6 +35,13 @@ pub struct RawConfig {
 pub struct RawTls {
     pub cert: Option<String>,
     pub key: Option<String>,
+}
+
+/// `token_cache: {enabled, max_entries}`.
+#[derive(Debug, Deserialize)]
+pub struct RawTokenCache {
+    pub enabled: Option<bool>,
+    pub max_entries: Option<usize>,
 }
 
 /// Server limits; every field has a named default in `config::defaults`.
@@ -56,6 +64,17 @@ pub struct RawIssuer {
     pub issuer: Option<String>,
     pub audiences: Option<Vec<String>>,
     pub jwks_file: Option<String>,
+    /// A JWK Set URL (https, or http on loopback).
+    pub jwks_url: Option<String>,
+    /// Find `jwks_uri` in `{issuer}/.well-known/openid-configuration`.
+    pub discovery: Option<bool>,
+    pub jwks_refresh_secs: Option<u64>,
+    pub jwks_cooldown_secs: Option<u64>,
+    pub jwks_max_stale_secs: Option<u64>,
+    /// PEM CA bundle for an https IdP (else the system roots).
+    pub ca_file: Option<String>,
+    /// Report ready before this issuer's keys have been fetched.
+    pub ready_without_keys: Option<bool>,
     pub algorithms: Option<Vec<String>>,
     pub leeway_secs: Option<u64>,
     pub require_typ: Option<String>,
