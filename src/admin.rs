@@ -56,6 +56,8 @@ impl Admin {
                 "loaded_at": rfc3339(s.loaded_at),
                 "routes": s.routes.len(),
                 "last_error": self.state.last_error(),
+                "token_cache_entries": s.issuers.cache().map(|c| c.len()),
+                "issuers": issuers(&s),
             }),
         )
     }
@@ -99,6 +101,22 @@ impl Handler for Admin {
             _ => json_response(StatusCode::NOT_FOUND, json!({"error": "not_found"})),
         }
     }
+}
+
+/// Per issuer, sorted by id: key count and, for remote sets, fetch attempts.
+fn issuers(s: &crate::state::Snapshot) -> Vec<Value> {
+    let mut list: Vec<_> = s.issuers.iter().collect();
+    list.sort_by(|a, b| a.id.cmp(&b.id));
+    list.into_iter()
+        .map(|i| {
+            json!({
+                "id": i.id,
+                "keys": i.keys.current().0.keys.len(),
+                "remote": i.keys.remote().is_some(),
+                "jwks_fetches": i.keys.remote().map(|r| r.fetch_count()),
+            })
+        })
+        .collect()
 }
 
 /// `2026-11-28T07:22:55Z` (RFC 3339, UTC, whole seconds).

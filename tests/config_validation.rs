@@ -206,6 +206,39 @@ fn listener_mistakes_are_explained() {
 }
 
 #[test]
+fn remote_key_sources_are_checked() {
+    let routes = "routes:\n  - id: r\n    path: /x\n    upstream: http://127.0.0.1:9\n";
+    let issuer = |extra: &str| {
+        format!("issuers:\n  - id: a\n    issuer: https://a.test\n    audiences: [api]\n{extra}{routes}")
+    };
+    for (extra, want) in [
+        ("", "issuers[0]: set exactly one of `jwks_file`, `jwks_url` or `discovery: true`"),
+        ("    jwks_file: a.jwks.json\n    jwks_url: https://a.test/jwks\n", "set exactly one of"),
+        ("    jwks_url: http://idp.example.test/jwks\n", "issuers[0].jwks_url: `http://idp.example.test/jwks`: http:// is only allowed for loopback hosts"),
+        ("    jwks_url: https://a.test/jwks\n    jwks_refresh_secs: 0\n", "issuers[0].jwks_refresh_secs: must be at least 1"),
+        ("    jwks_file: a.jwks.json\n    jwks_cooldown_secs: 5\n", "issuers[0].jwks_cooldown_secs: only applies to `jwks_url` or `discovery`"),
+        ("    jwks_url: https://a.test/jwks\n    ca_file: nope.pem\n", "issuers[0].ca_file: cannot read"),
+    ] {
+        let got = errors(&issuer(extra));
+        assert!(got.contains(want), "want: {want}\ngot: {got}");
+    }
+    let http_issuer = "issuers:\n  - id: a\n    issuer: http://idp.example.test\n    audiences: [api]\n    discovery: true\n";
+    let got = errors(&format!("{http_issuer}{routes}"));
+    assert!(got.contains("issuers[0].discovery: the issuer `http://idp.example.test` cannot be used for discovery"), "{got}");
+    // Loopback over plain HTTP is fine (development, tests); nothing is fetched by `check`.
+    assert_eq!(
+        errors(&issuer("    jwks_url: http://127.0.0.1:9/jwks\n")),
+        ""
+    );
+    assert_eq!(
+        errors(&issuer(
+            "    jwks_url: https://a.test/jwks\n    jwks_refresh_secs: 1\n"
+        )),
+        ""
+    );
+}
+
+#[test]
 fn a_broken_issuer_is_not_reported_as_missing() {
     let yaml = "issuers:\n  - id: a\n    issuer: https://a.test\n    audiences: [api]\n    jwks_file: missing.json\nroutes:\n  - id: r\n    path: /x\n    upstream: http://127.0.0.1:9\n";
     let got = errors(yaml);
