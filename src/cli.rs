@@ -201,8 +201,18 @@ fn check(file: &Path) -> ExitCode {
                 .iter()
                 .map(|i| i.keys.current().0.keys.len())
                 .sum();
+            let remote = s
+                .issuers
+                .iter()
+                .filter(|i| i.keys.remote().is_some())
+                .count();
+            let remote = if remote > 0 {
+                format!(" (+ {remote} remote key sets, fetched by serve)")
+            } else {
+                String::new()
+            };
             println!(
-                "{}: ok: {} routes, {} issuers, {} keys",
+                "{}: ok: {} routes, {} issuers, {} keys{remote}",
                 file.display(),
                 s.routes.len(),
                 s.issuers.iter().count(),

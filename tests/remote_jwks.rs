@@ -387,6 +387,37 @@ async fn known_keys_keep_working_while_the_idp_fails_and_refresh_resumes() {
 }
 
 #[tokio::test]
+async fn a_stale_set_is_dropped_after_max_stale() {
+    let k1 = key("k1");
+    let idp = Idp::start(&[&k1]).await;
+    let gw = Gw::start(&gateway_config(
+        &idp,
+        "    jwks_refresh_secs: 1\n    jwks_max_stale_secs: 2",
+    ))
+    .await;
+    gw.wait_ready().await;
+    let t = idp_token(&idp, &k1, "stale");
+    assert_eq!(gw.status(&t).await, 200);
+    idp.set_mode(Mode::Status500);
+    // Within max_stale the last good set serves; past it, its keys go (and the cache with).
+    assert_eq!(gw.status(&t).await, 200);
+    eventually(Duration::from_secs(6), || async {
+        gw.status(&t).await == 401
+    })
+    .await;
+    assert_eq!(
+        gw.admin("/-/ready").await.status,
+        503,
+        "an issuer without keys is not ready"
+    );
+    idp.set_mode(Mode::Ok);
+    eventually(Duration::from_secs(5), || async {
+        gw.status(&t).await == 200
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_removed_key_stops_validating_even_for_cached_tokens() {
     let (k1, k2) = (key("k1"), key("k2"));
     let idp = Idp::start(&[&k1, &k2]).await;
