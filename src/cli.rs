@@ -39,6 +39,10 @@ pub enum Command {
         /// Do not watch the config for changes (SIGHUP and POST /-/reload still reload).
         #[arg(long)]
         no_watch: bool,
+        /// Runtime worker threads (default: one per CPU core). `1` pins the gateway's
+        /// request work to one thread, as the one-core benchmark comparison needs.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+        worker_threads: Option<u16>,
     },
     /// Validate a config file (YAML, semantics, key files) and exit.
     Check {
@@ -123,13 +127,17 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { file } => return check(&file),
-        Command::Serve { config, no_watch } => {
+        Command::Serve {
+            config,
+            no_watch,
+            worker_threads,
+        } => {
             init_logging(cli.log_format);
-            runtime().and_then(|rt| rt.block_on(serve(&config, !no_watch)))
+            runtime(worker_threads).and_then(|rt| rt.block_on(serve(&config, !no_watch)))
         }
         Command::Demo { config, listen } => {
             init_logging(cli.log_format);
-            runtime().and_then(|rt| rt.block_on(crate::demo::run(&config, listen.as_deref())))
+            runtime(None).and_then(|rt| rt.block_on(crate::demo::run(&config, listen.as_deref())))
         }
         Command::Keygen {
             alg,
@@ -170,10 +178,12 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
+fn runtime(worker_threads: Option<u16>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = worker_threads {
+        builder.worker_threads(usize::from(n));
+    }
+    Ok(builder.enable_all().build()?)
 }
 
 /// Logs go to stderr; RUST_LOG sets the level. Tokens, keys and secrets are never logged.
