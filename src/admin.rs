@@ -2,9 +2,12 @@
 //! port with the data plane, so probes and operators' endpoints stay off the public surface.
 //!
 //! - `GET /-/healthz`: the process is alive.
-//! - `GET /-/ready`: a valid config is active and the listeners are bound (503 otherwise,
-//!   and from the moment shutdown starts, so load balancers stop sending first).
-//! - `GET /-/config`: `{"sha256", "loaded_at", "routes", "last_error"}`.
+//! - `GET /-/ready`: a valid config is active, the listeners are bound, and every remote
+//!   issuer has had its first key set fetched (unless `ready_without_keys`); 503 otherwise,
+//!   and from the moment shutdown starts, while requests drain.
+//! - `GET /-/config`: `{"sha256", "loaded_at", "routes", "last_error",
+//!   "token_cache_entries", "issuers": [{"id", "keys", "remote", "jwks_fetches",
+//!   "jwks_fetch_failures"}]}`.
 //! - `POST /-/reload`: reload the file now (200, or 422 with the errors).
 
 use std::sync::Arc;
@@ -114,6 +117,7 @@ fn issuers(s: &crate::state::Snapshot) -> Vec<Value> {
                 "keys": i.keys.current().0.keys.len(),
                 "remote": i.keys.remote().is_some(),
                 "jwks_fetches": i.keys.remote().map(|r| r.fetch_count()),
+                "jwks_fetch_failures": i.keys.remote().map(|r| r.failure_count()),
             })
         })
         .collect()

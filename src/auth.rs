@@ -27,23 +27,16 @@ pub async fn authenticate(
         return Ok(hit);
     }
     let parsed = verify::parse(token, issuers, allowed_issuers)?;
-    let (keys, generation) = parsed.issuer.keys.current();
+    let (mut keys, generation) = parsed.issuer.keys.current();
     let mut result = verify::finish(&parsed, &keys, now);
     if let (Err(e), Some(remote)) = (&result, parsed.issuer.keys.remote()) {
         if e.reason == Reason::UnknownKid && remote.refresh_after_miss(generation).await {
-            let (keys, _) = parsed.issuer.keys.current();
+            keys = parsed.issuer.keys.current().0;
             result = verify::finish(&parsed, &keys, now);
         }
     }
     if let (Ok(verified), Some(cache)) = (&result, issuers.cache()) {
-        cache.insert(
-            token,
-            verified,
-            parsed.kid.clone(),
-            parsed.alg,
-            verified.exp,
-            now,
-        );
+        cache.insert(token, verified, keys, now);
     }
     result
 }

@@ -217,7 +217,10 @@ fn check(file: &Path) -> ExitCode {
                 .filter(|i| i.keys.remote().is_some())
                 .count();
             let remote = if remote > 0 {
-                format!(" (+ {remote} remote key sets, fetched by serve)")
+                format!(
+                    " (+ {remote} remote key set{}, fetched by serve)",
+                    if remote == 1 { "" } else { "s" }
+                )
             } else {
                 String::new()
             };

@@ -4,25 +4,27 @@
 //! - Keyed by SHA-256 of the token, so the cache never holds a usable token.
 //! - Bounded in entries; an entry lives until the token's `exp` (plus the issuer's leeway).
 //! - A hit is re-checked against what can change after verification: the clock, the
-//!   route's issuer list, and the issuer's current keys (a token whose `kid` has left the
-//!   key set is evicted and fully re-verified, which then fails).
+//!   route's issuer list, and the issuer's key set (any change to it, such as a `kid` that
+//!   left, evicts the entry and the token is verified again in full, which then fails).
 //! - Failures are never cached: a bad token always pays for full verification, and a
 //!   cache full of garbage cannot be built from the outside.
 //! - One cache per config snapshot: a reload (new audiences, new issuers) starts empty.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
-use jsonwebtoken::Algorithm;
-
+use super::jwks::KeySet;
 use super::verify::VerifiedToken;
 
 type Digest = [u8; 32];
 
 struct Entry {
     token: VerifiedToken,
-    kid: Option<String>,
-    alg: Algorithm,
+    /// The key set the signature was checked against. A hit requires the issuer's current
+    /// set to be this very set: after any key change (a `kid` removed, or reused with new
+    /// key material) the token is verified again in full, once.
+    keys: Arc<KeySet>,
     /// `exp` + leeway, seconds since the epoch.
     valid_until: f64,
 }
@@ -30,6 +32,10 @@ struct Entry {
 pub struct TokenCache {
     max_entries: usize,
     entries: RwLock<HashMap<Digest, Entry>>,
+    /// Last sweep for expired entries (seconds since the epoch): a full cache sweeps at most
+    /// once a second instead of on every insert, which would hold the write lock for a scan
+    /// of every entry while readers wait.
+    last_sweep: AtomicU64,
 }
 
 fn digest(token: &str) -> Digest {
@@ -44,6 +50,7 @@ impl TokenCache {
         TokenCache {
             max_entries,
             entries: RwLock::new(HashMap::new()),
+            last_sweep: AtomicU64::new(0),
         }
     }
 
@@ -63,25 +70,19 @@ impl TokenCache {
         now: u64,
     ) -> Option<VerifiedToken> {
         let key = digest(token);
-        let (hit, evict) = {
+        let hit = {
             let map = self.entries.read().ok()?;
             let entry = map.get(&key)?;
-            let expired = now as f64 >= entry.valid_until;
-            let (keys, _) = entry.token.issuer.keys.current();
-            let key_gone = keys.select(entry.kid.as_deref(), entry.alg).is_err();
-            if expired || key_gone {
-                (None, true)
-            } else {
-                (Some(entry.token.clone()), false)
-            }
+            let (current, _) = entry.token.issuer.keys.current();
+            let fresh = (now as f64) < entry.valid_until && Arc::ptr_eq(&current, &entry.keys);
+            fresh.then(|| entry.token.clone())
         };
-        if evict {
+        let Some(hit) = hit else {
             if let Ok(mut map) = self.entries.write() {
                 map.remove(&key);
             }
             return None;
-        }
-        let hit = hit?;
+        };
         // The route may not accept this issuer: full verification gives the precise error.
         if allowed_issuers.is_some_and(|ids| !ids.iter().any(|id| *id == hit.issuer.id)) {
             return None;
@@ -89,35 +90,28 @@ impl TokenCache {
         Some(hit)
     }
 
-    /// Remembers a verified token.
-    pub fn insert(
-        &self,
-        token: &str,
-        verified: &VerifiedToken,
-        kid: Option<String>,
-        alg: Algorithm,
-        exp: f64,
-        now: u64,
-    ) {
+    /// Remembers a token verified against `keys`.
+    pub fn insert(&self, token: &str, verified: &VerifiedToken, keys: Arc<KeySet>, now: u64) {
         let Ok(mut map) = self.entries.write() else {
             return;
         };
         if map.len() >= self.max_entries {
-            map.retain(|_, e| e.valid_until > now as f64);
-        }
-        if map.len() >= self.max_entries {
-            // Still full of live entries: make room by dropping an arbitrary one.
-            if let Some(k) = map.keys().next().copied() {
-                map.remove(&k);
+            if self.last_sweep.swap(now, Ordering::Relaxed) != now {
+                map.retain(|_, e| e.valid_until > now as f64);
+            }
+            if map.len() >= self.max_entries {
+                // Still full of live entries: make room by dropping an arbitrary one.
+                if let Some(k) = map.keys().next().copied() {
+                    map.remove(&k);
+                }
             }
         }
-        let valid_until = exp + verified.issuer.leeway_secs as f64;
+        let valid_until = verified.exp + verified.issuer.leeway_secs as f64;
         map.insert(
             digest(token),
             Entry {
                 token: verified.clone(),
-                kid,
-                alg,
+                keys,
                 valid_until,
             },
         );

@@ -27,7 +27,7 @@ use crate::upstream::HttpClient;
 
 /// Largest JWKS or discovery document accepted.
 pub const MAX_REMOTE_DOCUMENT_BYTES: usize = 1024 * 1024;
-/// Deadline for one fetch, connect to last byte.
+/// Deadline for one HTTP request (discovery or JWKS), connect to last byte.
 pub const FETCH_TIMEOUT_MS: u64 = 5_000;
 /// Retry interval after a failed refresh (never longer than the refresh interval itself).
 pub const FAILED_REFRESH_RETRY_SECS: u64 = 5;
@@ -51,6 +51,8 @@ pub struct RemoteSpec {
     pub cooldown: Duration,
     pub max_stale: Duration,
     pub ready_without_keys: bool,
+    /// The issuer's allowed algorithms: a set without a key for any of them is refused.
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
     /// SHA-256 of the CA bundle, if any (part of the identity of the spec).
     pub ca_digest: Option<String>,
     pub tls: Arc<rustls::ClientConfig>,
@@ -59,7 +61,7 @@ pub struct RemoteSpec {
 impl RemoteSpec {
     fn fingerprint(&self) -> String {
         format!(
-            "{}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{:?}",
+            "{}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{:?}|{:?}",
             self.issuer_id,
             self.issuer,
             self.source,
@@ -68,6 +70,7 @@ impl RemoteSpec {
             self.cooldown,
             self.max_stale,
             self.ready_without_keys,
+            self.algorithms,
             self.ca_digest
         )
     }
@@ -92,7 +95,21 @@ impl RemoteRegistry {
         if let Some(live) = stores.get(&key).and_then(Weak::upgrade) {
             return live;
         }
-        let store = Arc::new(RemoteKeys::new(spec, client()));
+        let store = RemoteKeys::new(spec, client());
+        // A changed definition of the same issuer and source (say, another cooldown) starts
+        // from the keys already fetched, so a reload while the IdP is down loses nothing.
+        let predecessor = stores.values().filter_map(Weak::upgrade).find(|s| {
+            s.spec.issuer_id == store.spec.issuer_id && s.spec.source == store.spec.source
+        });
+        if let Some(p) = predecessor {
+            if p.ever_fetched.load(Ordering::Acquire) {
+                store.current.store(p.current.load_full());
+                store.ever_fetched.store(true, Ordering::Release);
+                let fetched_at = p.state().fetched_at;
+                store.state().fetched_at = fetched_at;
+            }
+        }
+        let store = Arc::new(store);
         stores.insert(key, Arc::downgrade(&store));
         store
     }
@@ -119,6 +136,9 @@ pub struct RemoteKeys {
     current: ArcSwap<KeySet>,
     generation: AtomicU64,
     fetches: AtomicU64,
+    failures: AtomicU64,
+    /// A fetch has succeeded at least once (readiness is about start-up only).
+    ever_fetched: AtomicBool,
     state: Mutex<FetchState>,
     /// One fetch at a time per issuer (single flight).
     fetch_lock: Arc<tokio::sync::Mutex<()>>,
@@ -141,6 +161,8 @@ impl RemoteKeys {
             current: ArcSwap::from_pointee(KeySet::default()),
             generation: AtomicU64::new(0),
             fetches: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            ever_fetched: AtomicBool::new(false),
             state: Mutex::new(FetchState::default()),
             fetch_lock: Arc::new(tokio::sync::Mutex::new(())),
             started: AtomicBool::new(false),
@@ -162,9 +184,17 @@ impl RemoteKeys {
         self.fetches.load(Ordering::Relaxed)
     }
 
-    /// Ready when keys are there, or the issuer may serve without them.
+    /// Failed fetches so far.
+    pub fn failure_count(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Ready once the first fetch succeeded (or when the issuer may serve without keys).
+    /// Only start-up counts: an IdP outage later must not take every replica out of its
+    /// load balancer at once, public routes and file-backed issuers included; it shows in
+    /// the logs, the failure count and 401s for that issuer's tokens.
     pub fn is_ready(&self) -> bool {
-        self.spec.ready_without_keys || !self.current.load().keys.is_empty()
+        self.spec.ready_without_keys || self.ever_fetched.load(Ordering::Acquire)
     }
 
     /// Starts the start-up fetch and the background refresh, once per store.
@@ -174,11 +204,16 @@ impl RemoteKeys {
         }
         // Take the fetch lock now, so that a request arriving before the task runs waits
         // for the start-up fetch instead of starting a cooldown-bound fetch of its own.
-        let Ok(guard) = Arc::clone(&self.fetch_lock).try_lock_owned() else {
-            return;
-        };
+        let early_guard = Arc::clone(&self.fetch_lock).try_lock_owned().ok();
+        let lock = Arc::clone(&self.fetch_lock);
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
+            // Someone else held the lock (cannot happen before start, but never skip the
+            // start-up fetch because of it): wait for it.
+            let guard = match early_guard {
+                Some(g) => g,
+                None => lock.lock_owned().await,
+            };
             if let Some(this) = weak.upgrade() {
                 this.fetch_and_store(Why::Startup).await;
             }
@@ -228,6 +263,7 @@ impl RemoteKeys {
                 tracing::info!(issuer = %id, ?why, keys = set.keys.len(), refresh_in_secs = interval.as_secs(), "JWKS fetched");
                 self.current.store(Arc::new(set));
                 self.generation.fetch_add(1, Ordering::AcqRel);
+                self.ever_fetched.store(true, Ordering::Release);
                 let mut st = self.state();
                 st.fetched_at = Some(Instant::now());
                 st.interval = Some(interval);
@@ -235,8 +271,12 @@ impl RemoteKeys {
                 true
             }
             Err(e) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
                 let mut st = self.state();
                 st.failing = true;
+                // The IdP may have moved its JWKS: discover again next time.
+                st.jwks_uri = None;
+                let had_keys = !self.current.load().keys.is_empty();
                 let stale = st
                     .fetched_at
                     .is_some_and(|t| t.elapsed() > self.spec.max_stale);
@@ -244,8 +284,10 @@ impl RemoteKeys {
                     tracing::error!(issuer = %id, ?why, error = %e, "JWKS fetch failed and the last good set is older than jwks_max_stale_secs: its keys are dropped");
                     self.current.store(Arc::new(KeySet::default()));
                     self.generation.fetch_add(1, Ordering::AcqRel);
-                } else {
+                } else if had_keys {
                     tracing::warn!(issuer = %id, ?why, error = %e, "JWKS fetch failed; the last good set keeps serving");
+                } else {
+                    tracing::warn!(issuer = %id, ?why, error = %e, "JWKS fetch failed; this issuer has no keys yet");
                 }
                 false
             }
@@ -272,8 +314,12 @@ impl RemoteKeys {
         for r in &refused {
             tracing::warn!(issuer = %self.spec.issuer_id, key = r.index, kid = ?r.kid, reason = %r.reason, "JWKS key refused");
         }
-        if set.keys.is_empty() {
-            return Err("the key set has no usable key".into());
+        if !set
+            .keys
+            .iter()
+            .any(|k| self.spec.algorithms.contains(&k.alg))
+        {
+            return Err("the key set has no usable key for the issuer's algorithms".into());
         }
         Ok((set, cache_control.as_deref().and_then(max_age)))
     }

@@ -105,6 +105,7 @@ pub enum Reason {
     UnknownIssuer,
     IssuerNotAllowed,
     UnknownKid,
+    AmbiguousKey,
     BadSignature,
     Expired,
     NotYetValid,
@@ -123,6 +124,7 @@ impl Reason {
             Reason::UnknownIssuer => "wrong_issuer",
             Reason::IssuerNotAllowed => "issuer_not_allowed",
             Reason::UnknownKid => "unknown_kid",
+            Reason::AmbiguousKey => "ambiguous_key",
             Reason::BadSignature => "bad_signature",
             Reason::Expired => "expired",
             Reason::NotYetValid => "not_yet_valid",
@@ -276,8 +278,9 @@ pub fn finish(parsed: &Parsed<'_>, keys: &KeySet, now: u64) -> Result<VerifiedTo
                 Reason::UnknownKid,
                 "issuer has no key for the token algorithm",
             ),
+            // Not a missing key: refetching cannot help, so no UnknownKid here.
             KeyLookupError::AmbiguousWithoutKid => reject(
-                Reason::UnknownKid,
+                Reason::AmbiguousKey,
                 "token has no kid and its issuer has several keys",
             ),
         })?;

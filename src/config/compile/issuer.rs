@@ -254,6 +254,13 @@ fn key_source(
         d::JWKS_MAX_STALE_SECS,
         diags,
     );
+    let plain_http = match &source {
+        RemoteSource::JwksUrl(u) | RemoteSource::Discovery(u) => u.scheme_str() == Some("http"),
+    };
+    if plain_http && raw.ca_file.is_some() {
+        diags.error(format!("{path}.ca_file"), "only applies to an https IdP");
+        return None;
+    }
     let (tls, ca_digest) = match &raw.ca_file {
         Some(ca) => {
             let file = ctx.base_dir.join(ca);
@@ -284,6 +291,7 @@ fn key_source(
         cooldown: Duration::from_secs(cooldown),
         max_stale: Duration::from_secs(max_stale),
         ready_without_keys: raw.ready_without_keys.unwrap_or(false),
+        algorithms: algorithms.to_vec(),
         ca_digest,
         tls,
     };
