@@ -14,7 +14,7 @@ if ! need nginx; then
 fi
 cargo build --release --locked -q
 BIN=$PWD/target/release/tollgate
-ulimit -n 65536
+ulimit -n "$(ulimit -Hn)"  # the client and the gateway each hold N sockets
 
 W=$(mktemp -d /tmp/tollgate-conns.XXXXXX)
 GW_PID=

@@ -78,7 +78,7 @@ haproxy_config() { # $1 alg (rs256|es256), $2 port
     cat <<EOF
 global
     nbthread 1
-    maxconn 20000
+    maxconn 4096
 defaults
     mode http
     timeout connect 5s
@@ -102,7 +102,7 @@ frontend fe
     http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('\$.exp','int')
     http-request return status 401 unless { var(txn.exp),sub(txn.now) -m int gt 0 }
     http-request set-var(txn.scope) var(txn.bearer),jwt_payload_query('\$.scope')
-    http-request return status 403 unless { var(txn.scope) -m reg "(^| )orders:read( |$)" }
+    http-request return status 403 unless { var(txn.scope) -m reg '(^| )orders:read( |\$)' }
     http-request set-header X-User-Id %[var(txn.bearer),jwt_payload_query('\$.sub')]
     http-request del-header Authorization
     default_backend be
@@ -142,7 +142,7 @@ start_target() {
         direct) PORT=$UP; AUTH=no; SERVER_PIDS=$UP_PIDS ;;
         nginx)
             AUTH=no
-            start_nginx proxy "upstream up { server 127.0.0.1:$UP; keepalive 256; }
+            start_nginx proxy "upstream up { server 127.0.0.1:$UP; keepalive 256; keepalive_requests 10000000; }
     server { listen 127.0.0.1:$PORT; location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
             SERVER_PIDS="$(worker_pids proxy) $UP_PIDS" ;;
         haproxy-*)
