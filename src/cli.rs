@@ -179,10 +179,17 @@ pub fn main() -> ExitCode {
 }
 
 fn runtime(worker_threads: Option<u16>) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = worker_threads {
-        builder.worker_threads(usize::from(n));
-    }
+    // One thread: tokio's current-thread scheduler does the same work without the
+    // multi-thread scheduler's cross-thread bookkeeping (measured in bench/results).
+    let mut builder = match worker_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(usize::from(n));
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     Ok(builder.enable_all().build()?)
 }
 
