@@ -419,11 +419,12 @@ async fn sighup_reloads_the_running_binary() {
     let one = Upstream::start("one").await;
     let two = Upstream::start("two").await;
     let (_dir, file) = write_config(&config(&one.url(), "orders:read"), &one).await;
-    let served = serve(&file, &["--no-watch"]);
+    let served = serve(&file, &["--no-watch", "--worker-threads", "1"]);
     let url = format!("http://{}/api/orders/1", served.addr);
     let t = token(|_| {});
     assert_eq!(get(&url, Some(&t)).await.body, "one /api/orders/1");
-    // Started with --no-watch: only the signal can make the binary notice.
+    // Started with --no-watch (and the one-thread runtime): only the signal can make the
+    // binary notice.
     std::fs::write(&file, config(&two.url(), "orders:read")).unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
