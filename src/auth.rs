@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod extract;
+pub mod issuer;
 pub mod jwks;
 pub mod keystore;
 pub mod remote;

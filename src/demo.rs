@@ -54,14 +54,19 @@ fn use_demo_key(raw: &mut crate::config::raw::RawConfig, jwks_file: &str) {
     }
 }
 
-/// Starts a helper server on an ephemeral loopback port.
-async fn spawn_helper<H: crate::server::Handler>(
+/// A listener on an ephemeral loopback port.
+async fn loopback_listener(what: &str) -> anyhow::Result<(tokio::net::TcpListener, SocketAddr)> {
+    let listener = crate::server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), what).await?;
+    let addr = listener.local_addr()?;
+    Ok((listener, addr))
+}
+
+/// Serves a helper on `listener` until the demo stops.
+fn serve_helper<H: crate::server::Handler>(
+    listener: tokio::net::TcpListener,
     handler: H,
     stop: &watch::Receiver<bool>,
-) -> anyhow::Result<SocketAddr> {
-    let listener =
-        crate::server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), "demo helper").await?;
-    let addr = listener.local_addr()?;
+) {
     let mut stop = stop.clone();
     tokio::spawn(crate::server::serve(
         listener,
@@ -72,7 +77,6 @@ async fn spawn_helper<H: crate::server::Handler>(
         },
         Duration::from_secs(1),
     ));
-    Ok(addr)
 }
 
 /// Runs the demo until Ctrl-C / SIGTERM.
@@ -117,13 +121,9 @@ pub async fn run(config: &Path, listen: Option<&str>) -> anyhow::Result<()> {
         let addr = match echo_by_authority.get(&authority) {
             Some(a) => *a,
             None => {
-                let a = spawn_helper(
-                    echo::Echo {
-                        name: authority.clone(),
-                    },
-                    &stop_rx,
-                )
-                .await?;
+                let (listener, a) = loopback_listener("demo upstream").await?;
+                let name = authority.clone();
+                serve_helper(listener, echo::Echo { name }, &stop_rx);
                 echo_by_authority.insert(authority.clone(), a);
                 a
             }
@@ -140,9 +140,7 @@ pub async fn run(config: &Path, listen: Option<&str>) -> anyhow::Result<()> {
             },
         )]);
         // The IdP needs its own URL for discovery; bind first, then build it.
-        let listener =
-            crate::server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), "demo idp").await?;
-        let addr = listener.local_addr()?;
+        let (listener, addr) = loopback_listener("demo idp").await?;
         let idp = idp::Idp {
             key: devkeys::from_pem(key.private_pem.as_bytes(), DEMO_KID, Algorithm::RS256)
                 .map_err(anyhow::Error::msg)?,
@@ -151,16 +149,7 @@ pub async fn run(config: &Path, listen: Option<&str>) -> anyhow::Result<()> {
             base_url: format!("http://{addr}"),
             clients,
         };
-        let mut stop = stop_rx.clone();
-        tokio::spawn(crate::server::serve(
-            listener,
-            Arc::new(idp),
-            Limits::default(),
-            async move {
-                let _ = stop.wait_for(|s| *s).await;
-            },
-            Duration::from_secs(1),
-        ));
+        serve_helper(listener, idp, &stop_rx);
         addr
     };
 

@@ -22,13 +22,7 @@ const RELOAD_DEADLINE: Duration = Duration::from_secs(2);
 fn config(upstream: &str, scope: &str) -> String {
     format!(
         r#"
-listen: 127.0.0.1:0
-admin: 127.0.0.1:0
-issuers:
-  - id: a
-    issuer: https://a.example.test
-    audiences: [orders-api]
-    jwks_file: a.jwks.json
+{GATEWAY_WITH_ISSUER_A}
 routes:
   - id: orders
     path: /api/orders

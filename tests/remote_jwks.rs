@@ -229,6 +229,13 @@ impl Gw {
         .await
     }
 
+    /// `POST /-/reload`, which must succeed.
+    async fn reload(&self) {
+        let url = format!("http://{}/-/reload", self.running.admin_addr.unwrap());
+        let a = send(Request::post(url).body(Full::new(Bytes::new())).unwrap()).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+
     async fn wait_ready(&self) {
         eventually(Duration::from_secs(5), || async {
             self.admin("/-/ready").await.status == 200
@@ -515,16 +522,7 @@ async fn a_reload_keeps_the_keys_of_unchanged_issuers() {
     );
     let up = Upstream::start("orders").await;
     std::fs::write(&gw.file, changed.replace("{up}", &up.url())).unwrap();
-    let a = send(
-        Request::post(format!(
-            "http://{}/-/reload",
-            gw.running.admin_addr.unwrap()
-        ))
-        .body(Full::new(Bytes::new()))
-        .unwrap(),
-    )
-    .await;
-    assert_eq!(a.status, 200, "{}", a.body);
+    gw.reload().await;
     assert_eq!(gw.status(&idp_token(&idp, &k1, "kept")).await, 200);
     assert_eq!(
         idp.jwks_fetches(),
@@ -540,16 +538,7 @@ async fn a_reload_keeps_the_keys_of_unchanged_issuers() {
         ),
     )
     .unwrap();
-    let a = send(
-        Request::post(format!(
-            "http://{}/-/reload",
-            gw.running.admin_addr.unwrap()
-        ))
-        .body(Full::new(Bytes::new()))
-        .unwrap(),
-    )
-    .await;
-    assert_eq!(a.status, 200, "{}", a.body);
+    gw.reload().await;
     eventually(Duration::from_secs(3), || async { idp.jwks_fetches() == 2 }).await;
     assert_eq!(gw.status(&idp_token(&idp, &k1, "new-store")).await, 200);
     // Changed again while the IdP is down: the new store starts from the keys it had.
@@ -559,16 +548,7 @@ async fn a_reload_keeps_the_keys_of_unchanged_issuers() {
         "    discovery: true\n    jwks_cooldown_secs: 7",
     );
     std::fs::write(&gw.file, again).unwrap();
-    let a = send(
-        Request::post(format!(
-            "http://{}/-/reload",
-            gw.running.admin_addr.unwrap()
-        ))
-        .body(Full::new(Bytes::new()))
-        .unwrap(),
-    )
-    .await;
-    assert_eq!(a.status, 200, "{}", a.body);
+    gw.reload().await;
     assert_eq!(gw.status(&idp_token(&idp, &k1, "down-but-kept")).await, 200);
     assert_eq!(gw.admin("/-/ready").await.status, 200);
     drop(gw.dir);

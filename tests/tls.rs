@@ -60,14 +60,8 @@ fn write_pki(dir: &Path, prefix: &str, p: &Pki) {
 fn tls_config(upstream: &str) -> String {
     format!(
         r#"
-listen: 127.0.0.1:0
-admin: 127.0.0.1:0
+{GATEWAY_WITH_ISSUER_A}
 tls: {{cert: cert.pem, key: key.pem}}
-issuers:
-  - id: a
-    issuer: https://a.example.test
-    audiences: [orders-api]
-    jwks_file: a.jwks.json
 routes:
   - id: orders
     path: /api/orders

@@ -191,6 +191,15 @@ pub fn token(edit: impl FnOnce(&mut Value)) -> String {
     token_with(&keys().rsa, &c)
 }
 
+/// Loopback listeners (ephemeral ports) and issuer `a` (its keys from `write_config`).
+pub const GATEWAY_WITH_ISSUER_A: &str = "listen: 127.0.0.1:0
+admin: 127.0.0.1:0
+issuers:
+  - id: a
+    issuer: https://a.example.test
+    audiences: [orders-api]
+    jwks_file: a.jwks.json";
+
 /// The route set most tests use; `{up}` is the recording upstream, `{down}` a closed port.
 pub const ROUTES: &str = r#"
 listen: 127.0.0.1:0
