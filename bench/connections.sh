@@ -56,7 +56,8 @@ routes:
     scopes: [orders:read]
     claims_to_headers: {sub: X-User-Id}
 EOF
-RUST_LOG=warn "$BIN" serve --config "$W/routes.yaml" --no-watch 2>"$W/gw.log" &
+# SERVE_ARGS: extra `serve` flags, e.g. "--worker-threads 1".
+RUST_LOG=warn "$BIN" serve --config "$W/routes.yaml" --no-watch ${SERVE_ARGS:-} 2>"$W/gw.log" &
 GW_PID=$!
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$GW/" && break; sleep 0.05; done
 rss() { awk '/VmRSS/ {print $2}' "/proc/$GW_PID/status"; }
