@@ -237,15 +237,8 @@ fn socket_addr(text: &str, path: &str, diags: &mut Diagnostics) -> Option<Socket
 }
 
 fn limits(raw: &RawLimits, diags: &mut Diagnostics) -> Limits {
-    let mut positive = |value: Option<u64>, name: &str, default: u64| -> u64 {
-        match value {
-            Some(0) => {
-                diags.error(format!("limits.{name}"), "must be greater than 0");
-                default
-            }
-            Some(v) => v,
-            None => default,
-        }
+    let mut positive = |value: Option<u64>, name: &str, default: u64| {
+        at_least_one(value, format!("limits.{name}"), default, diags)
     };
     let header_read_timeout_ms = positive(
         raw.header_read_timeout_ms,
@@ -303,6 +296,24 @@ fn limits(raw: &RawLimits, diags: &mut Diagnostics) -> Limits {
         h2_max_header_list_bytes: h2_headers as u32,
         upstream_connect_timeout: Duration::from_millis(connect),
         upstream_idle_timeout: Duration::from_millis(idle),
+    }
+}
+
+/// A count or duration that must be at least 1 (0 would disable a safety limit by accident);
+/// `default` when absent.
+pub(super) fn at_least_one(
+    value: Option<u64>,
+    path: String,
+    default: u64,
+    diags: &mut Diagnostics,
+) -> u64 {
+    match value {
+        Some(0) => {
+            diags.error(path, "must be at least 1");
+            default
+        }
+        Some(v) => v,
+        None => default,
     }
 }
 

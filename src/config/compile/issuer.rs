@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::Uri;
 
-use super::{is_identifier, required, Context};
+use super::{at_least_one, is_identifier, required, Context};
 use crate::auth::jwks::{parse_algorithm, KeySet, SUPPORTED_ALGORITHMS};
 use crate::auth::keystore::KeySource;
 use crate::auth::remote::{check_fetch_url, RemoteSource, RemoteSpec};
@@ -228,13 +228,8 @@ fn key_source(
             }
         }
     };
-    let secs = |value: Option<u64>, key: &str, default: u64, diags: &mut Diagnostics| match value {
-        Some(0) => {
-            diags.error(format!("{path}.{key}"), "must be at least 1");
-            default
-        }
-        Some(v) => v,
-        None => default,
+    let secs = |value: Option<u64>, key: &str, default: u64, diags: &mut Diagnostics| {
+        at_least_one(value, format!("{path}.{key}"), default, diags)
     };
     let refresh_max = secs(
         raw.jwks_refresh_secs,
