@@ -27,13 +27,13 @@ pub async fn authenticate(
     {
         return Ok(hit);
     }
-    let parsed = verify::parse(token, issuers, allowed_issuers)?;
+    let mut parsed = verify::parse(token, issuers, allowed_issuers)?;
     let (mut keys, generation) = parsed.issuer.keys.current();
-    let mut result = verify::finish(&parsed, &keys, now);
+    let mut result = verify::finish(&mut parsed, &keys, now);
     if let (Err(e), Some(remote)) = (&result, parsed.issuer.keys.remote()) {
         if e.reason == Reason::UnknownKid && remote.refresh_after_miss(generation).await {
             keys = parsed.issuer.keys.current().0;
-            result = verify::finish(&parsed, &keys, now);
+            result = verify::finish(&mut parsed, &keys, now);
         }
     }
     if let (Ok(verified), Some(cache)) = (&result, issuers.cache()) {

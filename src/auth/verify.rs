@@ -107,9 +107,9 @@ pub fn verify(
     allowed_issuers: Option<&[String]>,
     now: u64,
 ) -> Result<VerifiedToken, TokenError> {
-    let parsed = parse(token, issuers, allowed_issuers)?;
+    let mut parsed = parse(token, issuers, allowed_issuers)?;
     let (keys, _) = parsed.issuer.keys.current();
-    finish(&parsed, &keys, now)
+    finish(&mut parsed, &keys, now)
 }
 
 /// The checks before any key is needed.
@@ -197,7 +197,13 @@ pub fn parse<'t>(
 }
 
 /// Key, signature, then the claims, which mean nothing before the signature holds.
-pub fn finish(parsed: &Parsed<'_>, keys: &KeySet, now: u64) -> Result<VerifiedToken, TokenError> {
+/// On success the claims move into the result (no copy); a failure leaves `parsed` intact
+/// for one more try after a key refetch.
+pub fn finish(
+    parsed: &mut Parsed<'_>,
+    keys: &KeySet,
+    now: u64,
+) -> Result<VerifiedToken, TokenError> {
     let key = keys
         .select(parsed.kid.as_deref(), parsed.alg)
         .map_err(|e| match e {
@@ -236,7 +242,7 @@ pub fn finish(parsed: &Parsed<'_>, keys: &KeySet, now: u64) -> Result<VerifiedTo
     check_audience(&parsed.claims, &parsed.issuer.audiences)?;
     Ok(VerifiedToken {
         issuer: Arc::clone(&parsed.issuer),
-        claims: Arc::new(parsed.claims.clone()),
+        claims: Arc::new(std::mem::take(&mut parsed.claims)),
         exp,
     })
 }
