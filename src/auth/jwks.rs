@@ -8,6 +8,7 @@
 
 use std::collections::HashSet;
 
+use aws_lc_rs::signature::ParsedPublicKey;
 use base64::Engine;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
@@ -37,7 +38,9 @@ pub fn parse_algorithm(name: &str) -> Option<Algorithm> {
 pub struct VerifyKey {
     pub kid: Option<String>,
     pub alg: Algorithm,
-    pub key: DecodingKey,
+    /// Parsed once at load for exactly `alg`: verification does no key parsing per request
+    /// (jsonwebtoken's aws-lc backend rebuilds the key from the JWK at every call).
+    pub key: ParsedPublicKey,
 }
 
 impl std::fmt::Debug for VerifyKey {
@@ -218,12 +221,68 @@ fn key_from_jwk(entry: &serde_json::Value) -> Result<VerifyKey, String> {
         }
         _ => return Err("unsupported key type".into()),
     };
-    let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("unusable key material: {e}"))?;
+    // jsonwebtoken's own parse first: the same rules as before for what a usable JWK is.
+    DecodingKey::from_jwk(&jwk).map_err(|e| format!("unusable key material: {e}"))?;
+    let key = parsed_key(&jwk.algorithm, alg)?;
     Ok(VerifyKey {
         kid: jwk.common.key_id.clone(),
         alg,
         key,
     })
+}
+
+fn b64url(field: &str, value: &str) -> Result<Vec<u8>, String> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(value.trim_end_matches('='))
+        .map_err(|_| format!("`{field}` is not base64url"))
+}
+
+/// The aws-lc-rs verification key for `alg` (RFC 7518 §3: RS* = PKCS#1 v1.5, PS* = PSS,
+/// ES* = fixed-length r||s; RFC 8037: EdDSA over Ed25519).
+fn parsed_key(params: &AlgorithmParameters, alg: Algorithm) -> Result<ParsedPublicKey, String> {
+    use aws_lc_rs::signature as sig;
+    let refused = |_| "the key material does not form a valid public key".to_string();
+    match params {
+        AlgorithmParameters::RSA(p) => {
+            let (n, e) = (b64url("n", &p.n)?, b64url("e", &p.e)?);
+            let strip = |v: &[u8]| v.iter().position(|b| *b != 0).map_or(0, |i| i);
+            let rsa: &'static sig::RsaParameters = match alg {
+                Algorithm::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+                Algorithm::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+                Algorithm::RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+                Algorithm::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
+                Algorithm::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
+                Algorithm::PS512 => &sig::RSA_PSS_2048_8192_SHA512,
+                other => return Err(format!("alg {other:?} does not fit an RSA key")),
+            };
+            let components = sig::RsaPublicKeyComponents {
+                n: &n[strip(&n)..],
+                e: &e[strip(&e)..],
+            };
+            components.to_parsed_public_key(rsa).map_err(refused)
+        }
+        AlgorithmParameters::EllipticCurve(p) => {
+            let (x, y) = (b64url("x", &p.x)?, b64url("y", &p.y)?);
+            let (curve, size): (&'static sig::EcdsaVerificationAlgorithm, usize) = match alg {
+                Algorithm::ES256 => (&sig::ECDSA_P256_SHA256_FIXED, 32),
+                Algorithm::ES384 => (&sig::ECDSA_P384_SHA384_FIXED, 48),
+                other => return Err(format!("alg {other:?} does not fit an EC key")),
+            };
+            if x.len() != size || y.len() != size {
+                return Err("EC coordinates have the wrong length for the curve".into());
+            }
+            // SEC 1 §2.3.3 uncompressed point: 0x04 || x || y.
+            let mut point = Vec::with_capacity(1 + 2 * size);
+            point.push(0x04);
+            point.extend_from_slice(&x);
+            point.extend_from_slice(&y);
+            ParsedPublicKey::new(curve, point).map_err(refused)
+        }
+        AlgorithmParameters::OctetKeyPair(p) => {
+            ParsedPublicKey::new(&sig::ED25519, b64url("x", &p.x)?).map_err(refused)
+        }
+        _ => Err("unsupported key type".into()),
+    }
 }
 
 fn key_algorithm_to_alg(a: &KeyAlgorithm) -> Option<Algorithm> {
