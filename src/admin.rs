@@ -8,6 +8,7 @@
 //! - `GET /-/config`: `{"sha256", "loaded_at", "routes", "last_error",
 //!   "token_cache_entries", "issuers": [{"id", "keys", "remote", "jwks_fetches",
 //!   "jwks_fetch_failures"}]}`.
+//! - `GET /-/metrics`: Prometheus text format (see `metrics`).
 //! - `POST /-/reload`: reload the file now (200, or 422 with the errors).
 
 use std::sync::Arc;
@@ -50,6 +51,26 @@ fn method_not_allowed(allow: &'static str) -> Response<Body> {
 }
 
 impl Admin {
+    /// Prometheus text format (0.0.4).
+    fn metrics(&self) -> Response<Body> {
+        let text = crate::metrics::render(self.state.metrics(), self.state.snapshot());
+        match text {
+            Ok(text) => {
+                let mut r = Response::new(full(text));
+                r.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+                );
+                r
+            }
+            // Writing into a String cannot fail; the encoder's signature says it might.
+            Err(_) => json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"error": "metrics_encoding_failed"}),
+            ),
+        }
+    }
+
     fn config(&self) -> Response<Body> {
         let s = self.state.snapshot();
         json_response(
@@ -98,7 +119,10 @@ impl Handler for Admin {
                 }
             }
             "/-/config" if read => self.config(),
-            "/-/healthz" | "/-/ready" | "/-/config" => method_not_allowed("GET, HEAD"),
+            "/-/metrics" if read => self.metrics(),
+            "/-/healthz" | "/-/ready" | "/-/config" | "/-/metrics" => {
+                method_not_allowed("GET, HEAD")
+            }
             "/-/reload" if req.method() == Method::POST => self.reload().await,
             "/-/reload" => method_not_allowed("POST"),
             _ => json_response(StatusCode::NOT_FOUND, json!({"error": "not_found"})),

@@ -11,7 +11,9 @@ pub mod remote;
 pub mod scopes;
 pub mod verify;
 
-pub use verify::{Issuer, Issuers, Reason, TokenError, VerifiedToken};
+use std::sync::Arc;
+
+pub use verify::{Issuer, Issuers, Reason, Rejection, TokenError, VerifiedToken};
 
 /// Verifies a bearer token: the cache first; then full verification, and for an unknown
 /// `kid` of a remote issuer one more try after the (single-flight, cooldown-bound) refetch.
@@ -20,14 +22,14 @@ pub async fn authenticate(
     issuers: &Issuers,
     allowed_issuers: Option<&[String]>,
     now: u64,
-) -> Result<VerifiedToken, TokenError> {
+) -> Result<VerifiedToken, Rejection> {
     if let Some(hit) = issuers
         .cache()
         .and_then(|c| c.get(token, allowed_issuers, now))
     {
         return Ok(hit);
     }
-    let mut parsed = verify::parse(token, issuers, allowed_issuers)?;
+    let mut parsed = verify::parse_attributed(token, issuers, allowed_issuers)?;
     let (mut keys, generation) = parsed.issuer.keys.current();
     let mut result = verify::finish(&mut parsed, &keys, now);
     if let (Err(e), Some(remote)) = (&result, parsed.issuer.keys.remote()) {
@@ -39,5 +41,8 @@ pub async fn authenticate(
     if let (Ok(verified), Some(cache)) = (&result, issuers.cache()) {
         cache.insert(token, verified, keys, now);
     }
-    result
+    result.map_err(|error| Rejection {
+        error,
+        issuer: Some(Arc::clone(&parsed.issuer)),
+    })
 }

@@ -1,5 +1,6 @@
-//! The command line: `serve`, `check`, `keygen`, `token`, `demo`. Exit codes: 0 success,
-//! 1 invalid config or failed command, 2 usage error (clap).
+//! The command line: `serve`, `check`, `explain`, `schema`, `keygen`, `token`, `demo`.
+//! Exit codes: 0 success, 1 invalid config or failed command, 2 usage error (clap);
+//! `explain` has its own (0 allow, 1 deny, 2 cannot evaluate).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,6 +10,8 @@ use jsonwebtoken::Algorithm;
 use serde_json::Value;
 
 use crate::devkeys::{self, TokenSpec};
+
+mod inspect;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -44,11 +47,30 @@ pub enum Command {
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
         worker_threads: Option<u16>,
     },
-    /// Validate a config file (YAML, semantics, key files) and exit.
+    /// Validate a config file (YAML, semantics, key files) and print warnings about likely
+    /// mistakes. Exit 0 valid, 1 invalid (or warnings with --deny-warnings).
     Check {
         #[arg(default_value = "routes.yaml")]
         file: PathBuf,
+        /// Fail (exit 1) when the file has warnings.
+        #[arg(long)]
+        deny_warnings: bool,
     },
+    /// Show which route a request matches and why, the upstream URL it would call, and with
+    /// --token the decision and its exact reason. Exit 0 allow, 1 deny, 2 config error.
+    Explain {
+        #[arg(long, default_value = "routes.yaml")]
+        config: PathBuf,
+        /// Request method, e.g. GET.
+        method: String,
+        /// Request path, with an optional query: /api/orders/7?x=1.
+        path: String,
+        /// A bearer token to verify as the gateway would (keys of remote issuers are fetched).
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Print the JSON Schema of routes.yaml (shipped as deploy/routes.schema.json).
+    Schema,
     /// Write a development key pair: DIR/KID.pem (private) and DIR/KID.jwks.json (public).
     Keygen {
         #[arg(long, value_enum, default_value_t = KeyAlg::RS256)]
@@ -126,7 +148,20 @@ impl KeyAlg {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Check { file } => return check(&file),
+        Command::Check {
+            file,
+            deny_warnings,
+        } => return inspect::check(&file, deny_warnings),
+        Command::Explain {
+            config,
+            method,
+            path,
+            token,
+        } => return inspect::explain(&config, &method, &path, token.as_deref()),
+        Command::Schema => {
+            print!("{}", crate::config::schema::json_schema());
+            return ExitCode::SUCCESS;
+        }
         Command::Serve {
             config,
             no_watch,
@@ -207,50 +242,6 @@ pub fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
-}
-
-fn check(file: &Path) -> ExitCode {
-    match crate::config::load(file) {
-        Ok(s) => {
-            // Remote key sets are fetched by `serve`, not by `check`.
-            let keys: usize = s
-                .issuers
-                .iter()
-                .map(|i| i.keys.current().0.keys.len())
-                .sum();
-            let remote = s
-                .issuers
-                .iter()
-                .filter(|i| i.keys.remote().is_some())
-                .count();
-            let remote = if remote > 0 {
-                format!(
-                    " (+ {remote} remote key set{}, fetched by serve)",
-                    if remote == 1 { "" } else { "s" }
-                )
-            } else {
-                String::new()
-            };
-            println!(
-                "{}: ok: {} routes, {} issuers, {} keys{remote}",
-                file.display(),
-                s.routes.len(),
-                s.issuers.iter().count(),
-                keys
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            let n = e.diagnostics.len();
-            eprintln!(
-                "{}: {n} error{}",
-                file.display(),
-                if n == 1 { "" } else { "s" }
-            );
-            ExitCode::FAILURE
-        }
-    }
 }
 
 async fn serve(config: &Path, watch: bool) -> anyhow::Result<()> {

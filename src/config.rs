@@ -4,8 +4,10 @@
 
 pub mod compile;
 pub mod defaults;
+mod lint;
 pub mod positions;
 pub mod raw;
+pub mod schema;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -71,6 +73,8 @@ impl ConfigError {
 pub struct Diagnostics<'a> {
     index: &'a PositionIndex,
     list: Vec<Diagnostic>,
+    /// Likely mistakes in a valid file (`config::lint`); they never reject it.
+    warnings: Vec<Diagnostic>,
 }
 
 impl<'a> Diagnostics<'a> {
@@ -78,6 +82,7 @@ impl<'a> Diagnostics<'a> {
         Diagnostics {
             index,
             list: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -103,8 +108,38 @@ impl<'a> Diagnostics<'a> {
         });
     }
 
+    /// A warning about the value at `path`.
+    pub fn warning(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        let path = path.into();
+        let position = self.index.value(&path);
+        self.warnings.push(Diagnostic {
+            position,
+            path,
+            message: message.into(),
+        });
+    }
+
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
+    }
+
+    /// The warnings as `file:line:col: warning: path: sentence` lines, in file order.
+    pub fn warning_lines(&mut self, file: &Path) -> Vec<String> {
+        let mut list = std::mem::take(&mut self.warnings);
+        list.sort_by_key(|d| d.position.map_or((usize::MAX, 0), |p| (p.line, p.col)));
+        list.into_iter()
+            .map(|d| {
+                let at = d
+                    .position
+                    .map_or(String::new(), |p| format!(":{}:{}", p.line, p.col));
+                let path = if d.path.is_empty() {
+                    String::new()
+                } else {
+                    format!("{}: ", d.path)
+                };
+                format!("{}{at}: warning: {path}{}", file.display(), d.message)
+            })
+            .collect()
     }
 
     /// Sorted by position so the output reads top to bottom like the file.
@@ -167,7 +202,10 @@ fn load_inner(
     patch(&mut raw);
     let snapshot = compile::compile(raw, base_dir, remote, &mut diags);
     match snapshot {
-        Some(s) if diags.is_empty() => Ok(s.with_source_digest(source)),
+        Some(mut s) if diags.is_empty() => {
+            s.warnings = diags.warning_lines(file);
+            Ok(s.with_source_digest(source))
+        }
         _ => Err(diags.into_error(file)),
     }
 }
@@ -222,6 +260,7 @@ fn parse(source: &str, file: &Path, diags: &mut Diagnostics) -> Result<RawConfig
             Err(Diagnostics {
                 index: diags.index,
                 list,
+                warnings: Vec::new(),
             }
             .into_error(file))
         }

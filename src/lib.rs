@@ -4,15 +4,19 @@
 //! and the config file.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod correlation;
 pub mod demo;
 pub mod devkeys;
 pub mod error;
+pub mod explain;
 pub mod forward;
+pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod routes;
@@ -46,6 +50,10 @@ impl server::Handler for Gateway {
 
     fn tls(&self) -> Option<Arc<rustls::ServerConfig>> {
         self.state.snapshot().tls.clone()
+    }
+
+    fn connection_opened(&self) -> Option<metrics::ConnectionGuard> {
+        Some(self.state.metrics().connection_opened())
     }
 }
 
@@ -86,6 +94,9 @@ impl Running {
 pub async fn start_from_file(path: &Path, watch: bool) -> anyhow::Result<Running> {
     let registry = RemoteRegistry::default();
     let snapshot = config::load_with(path, &registry).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for w in &snapshot.warnings {
+        tracing::warn!("{w}");
+    }
     let mut running = start_inner(snapshot, Some(path.to_path_buf()), registry).await?;
     if watch {
         if let Some(r) = &running.reloader {

@@ -8,7 +8,9 @@
 //! 6. `build`      — body cap (413), header hygiene, identity headers, upstream URI.
 //! 7. `send`       — pooled upstream request with the route's deadline (502, 504).
 //! 8. `finish`     — strip hop-by-hop headers from the response.
-//! 9. `log`        — one access-log line, on success and on every error.
+//! 9. `log`        — metrics at once; one access-log line when the body is done.
+//!
+//! Before stage 1, `correlate` settles `X-Request-Id` and `traceparent` (`correlation`).
 //!
 //! Authentication always runs before anything reaches the upstream, and a present but
 //! invalid token is rejected even on `auth: optional` routes: a bad token never passes.
@@ -22,15 +24,19 @@ use http::{Request, Response, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
+use serde_json::{Map, Value};
+
+use crate::access_log;
 use crate::auth::extract::{bearer_token, Credentials};
-use crate::auth::VerifiedToken;
+use crate::auth::{Issuer, VerifiedToken};
 use crate::body::Body;
+use crate::correlation;
 use crate::error::GatewayError;
 use crate::forward::{self, ClientInfo};
 use crate::routes::{AuthMode, Match, Route};
 use crate::sanitize::normalize_path;
 use crate::state::{SharedState, Snapshot};
-use crate::upstream;
+use crate::upstream::{self, FailureKind};
 
 /// What one connection tells the stages about its client.
 #[derive(Debug, Clone, Copy)]
@@ -44,11 +50,14 @@ pub struct Gateway {
     pub state: Arc<SharedState>,
 }
 
-/// Facts gathered along the way for the access log.
+/// Facts gathered along the way for metrics and the access log.
 #[derive(Default)]
 struct Trace {
     route: Option<Arc<Route>>,
-    sub: Option<String>,
+    /// The token's issuer, once identified (also for refused tokens).
+    issuer: Option<Arc<Issuer>>,
+    claims: Option<Arc<Map<String, Value>>>,
+    upstream_failure: Option<FailureKind>,
 }
 
 impl Gateway {
@@ -57,34 +66,72 @@ impl Gateway {
     }
 
     /// Runs the stages for one request; never fails, never panics on request data.
-    pub async fn handle(&self, req: Request<Incoming>, conn: Connection) -> Response<Body> {
+    pub async fn handle(&self, mut req: Request<Incoming>, conn: Connection) -> Response<Body> {
         let started = Instant::now();
         let snapshot = self.state.snapshot();
+        // 0. correlate: settle X-Request-Id and traceparent before anything can fail.
+        let ids = correlation::prepare(req.headers_mut(), snapshot.trace_context);
         let method = req.method().clone();
-        let raw_path = req.uri().path().to_owned();
+        let logging = access_log::enabled();
+        let raw_path = logging.then(|| req.uri().path().to_owned());
         let mut trace = Trace::default();
         let result = self.stages(req, conn, &snapshot, &mut trace).await;
-        let (response, reason) = match result {
+        let (mut response, error) = match result {
             Ok(r) => (r, None),
-            Err(e) => {
-                let reason = e.reason();
-                (e.into_response(&snapshot.challenge_prefix), Some(reason))
-            }
+            Err(e) => (e.clone().into_response(&snapshot.challenge_prefix), Some(e)),
         };
-        // Stage 9: log. The path is logged without its query: queries can carry secrets.
-        tracing::info!(
-            target: "tollgate::access",
-            method = %method,
-            path = %raw_path,
-            status = response.status().as_u16(),
-            route = trace.route.as_ref().map(|r| r.id.as_str()).unwrap_or("-"),
-            upstream = trace.route.as_ref().map(|r| r.upstream.display.as_str()).unwrap_or("-"),
-            sub = trace.sub.as_deref().unwrap_or("-"),
-            reason = reason.unwrap_or("-"),
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-            client = %conn.peer.ip(),
-        );
         response
+            .headers_mut()
+            .insert(correlation::REQUEST_ID, ids.request_id.clone());
+        let status = response.status().as_u16();
+        self.count(&trace, &method, status, error.as_ref(), started);
+        // 9. log, when the body is done (see `access_log`).
+        let Some(path) = raw_path else {
+            return response;
+        };
+        let record = access_log::Record {
+            started,
+            request_id: ids.request_id,
+            trace_id: ids.trace_id,
+            method,
+            path,
+            status,
+            route: trace.route.as_ref().map(|r| r.id.clone()),
+            upstream: trace.route.as_ref().map(|r| r.upstream.display.clone()),
+            claims: trace.claims,
+            reason: error.as_ref().map(GatewayError::reason),
+            client: conn.peer.ip(),
+        };
+        access_log::attach(response, record)
+    }
+
+    /// Metrics: atomics owned by the route and issuer, nothing allocated.
+    fn count(
+        &self,
+        trace: &Trace,
+        method: &http::Method,
+        status: u16,
+        error: Option<&GatewayError>,
+        started: Instant,
+    ) {
+        let metrics = self.state.metrics();
+        let route = trace
+            .route
+            .as_ref()
+            .and_then(|r| r.metrics.get())
+            .map_or(metrics.unmatched(), |m| m.as_ref());
+        route.record(method, status, started.elapsed());
+        if let Some(kind) = trace.upstream_failure {
+            route.upstream_error(kind);
+        }
+        if let Some(e) = error {
+            let issuer = trace
+                .issuer
+                .as_ref()
+                .and_then(|i| i.metrics.get())
+                .map(|m| m.as_ref());
+            metrics.rejected(e, issuer);
+        }
     }
 
     async fn stages(
@@ -106,14 +153,11 @@ impl Gateway {
         };
         trace.route = Some(Arc::clone(&route));
         // 3 + 4. extract and verify
-        let token = authenticate(&req, &route, snapshot).await?;
-        trace.sub = token
-            .as_ref()
-            .and_then(|t| t.claims.get("sub"))
-            .and_then(|s| s.as_str())
-            .map(str::to_string);
+        let token = authenticate(&req, &route, snapshot, trace).await?;
         // 5. authorize
         if let Some(t) = &token {
+            trace.issuer = Some(Arc::clone(&t.issuer));
+            trace.claims = Some(Arc::clone(&t.claims));
             if !route.scopes.is_satisfied_by(&t.claims) {
                 return Err(GatewayError::InsufficientScope(
                     route.scope_challenge.clone(),
@@ -128,7 +172,9 @@ impl Gateway {
         let response = upstream::send(&client, upstream_req, route.timeout)
             .await
             .map_err(|(e, kind)| {
-                tracing::debug!(route = %route.id, ?kind, "upstream failure");
+                if e != GatewayError::BodyTooLarge {
+                    trace.upstream_failure = Some(kind);
+                }
                 e
             })?;
         // 8. finish
@@ -141,6 +187,7 @@ async fn authenticate(
     req: &Request<Incoming>,
     route: &Route,
     snapshot: &Snapshot,
+    trace: &mut Trace,
 ) -> Result<Option<VerifiedToken>, GatewayError> {
     if route.auth == AuthMode::None {
         return Ok(None);
@@ -158,7 +205,10 @@ async fn authenticate(
             crate::auth::authenticate(token, &snapshot.issuers, route.issuers.as_deref(), now)
                 .await
                 .map(Some)
-                .map_err(GatewayError::InvalidToken)
+                .map_err(|rejection| {
+                    trace.issuer = rejection.issuer;
+                    GatewayError::InvalidToken(rejection.error)
+                })
         }
     }
 }

@@ -69,10 +69,14 @@ impl Reloader {
             Ok(new) => {
                 let old = self.state.snapshot();
                 warn_about_restart_only_changes(&old, &new);
+                for w in &new.warnings {
+                    tracing::warn!(?trigger, "{w}");
+                }
                 // New remote issuers start fetching now; requests that need their keys
                 // first wait for that fetch (single flight) instead of failing.
                 new.start_remote_keys();
                 let new = self.state.replace(new);
+                self.state.metrics().reloaded(true);
                 self.state.set_last_error(None);
                 self.changed.notify_one();
                 tracing::info!(?trigger, sha256 = %new.sha256, routes = new.routes.len(), "config reloaded");
@@ -85,6 +89,7 @@ impl Reloader {
                         "config rejected, the running config stays: {line}"
                     );
                 }
+                self.state.metrics().reloaded(false);
                 self.state.set_last_error(Some(e.clone()));
                 Err(e)
             }

@@ -7,12 +7,13 @@
 //! hand a write to a route configured with weaker rules).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::{HeaderName, Method, Uri};
 
 use crate::auth::scopes::ScopeRequirement;
+use crate::metrics::RouteMetrics;
 
 /// How a route treats tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +67,9 @@ pub struct Route {
     pub claims_to_headers: Vec<(Vec<String>, HeaderName)>,
     pub forward_token: bool,
     pub timeout: Duration,
+    /// This route's counters, set when the snapshot is installed (`Metrics::bind`); unset
+    /// in snapshots that never serve (`check`, `explain`).
+    pub metrics: OnceLock<Arc<RouteMetrics>>,
 }
 
 impl Route {
@@ -227,6 +231,7 @@ mod tests {
             claims_to_headers: Vec::new(),
             forward_token: false,
             timeout: Duration::from_secs(1),
+            metrics: OnceLock::new(),
         }
     }
 

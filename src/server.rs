@@ -20,6 +20,7 @@ mod first_read;
 
 use self::first_read::FirstReadDeadline;
 use crate::body::Body;
+use crate::metrics::ConnectionGuard;
 use crate::proxy::Connection;
 use crate::state::Limits;
 
@@ -41,6 +42,12 @@ pub trait Handler: Send + Sync + 'static {
     /// TLS for new connections, looked up per connection so a reload can rotate the
     /// certificate without touching the listener. `None`: plaintext (h2c by prior knowledge).
     fn tls(&self) -> Option<Arc<rustls::ServerConfig>> {
+        None
+    }
+
+    /// Something held for as long as an accepted connection lives (the data plane counts
+    /// open connections with it).
+    fn connection_opened(&self) -> Option<ConnectionGuard> {
         None
     }
 }
@@ -101,12 +108,14 @@ pub async fn serve<H: Handler>(
         };
         let _ = stream.set_nodelay(true);
         let tls = handler.tls();
+        let counted = handler.connection_opened();
         let handshake_timeout = limits.header_read_timeout;
         let watcher = graceful.watcher();
         let builder = builder.clone();
         let handler = Arc::clone(&handler);
         tokio::spawn(async move {
             let _permit = permit;
+            let _counted = counted;
             let Some(tls) = tls else {
                 let conn = Connection { peer, tls: false };
                 let io = FirstReadDeadline::new(stream, handshake_timeout);

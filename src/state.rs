@@ -14,6 +14,7 @@ use http::HeaderName;
 
 use crate::auth::remote::RemoteRegistry;
 use crate::auth::Issuers;
+use crate::metrics::Metrics;
 use crate::routes::RouteTable;
 use crate::upstream::Clients;
 
@@ -62,10 +63,14 @@ pub struct Snapshot {
     pub identity_headers: Vec<HeaderName>,
     /// TLS for the data-plane listener, rebuilt from the PEM files at every load.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Whether tollgate starts W3C traces for requests that carry none.
+    pub trace_context: crate::correlation::TraceContextPolicy,
     /// Time in-flight requests get after SIGTERM/SIGINT.
     pub shutdown_grace: Duration,
     /// Every file read besides the config itself (key sets, certificates, CA bundles).
     pub inputs: Vec<std::path::PathBuf>,
+    /// Likely mistakes found by `config::lint` (`file:line:col: warning: ...` lines).
+    pub warnings: Vec<String>,
     /// SHA-256 of the config source, hex.
     pub sha256: String,
     pub loaded_at: SystemTime,
@@ -111,11 +116,16 @@ pub struct SharedState {
     last_error: Mutex<Option<String>>,
     /// A valid config is active and the listeners are bound (false again at shutdown).
     ready: AtomicBool,
+    /// Counters that outlive snapshots.
+    metrics: Arc<Metrics>,
 }
 
 impl SharedState {
     pub fn new(snapshot: Snapshot, remote: RemoteRegistry) -> Arc<Self> {
+        let metrics = Arc::new(Metrics::default());
+        metrics.bind(&snapshot);
         Arc::new(SharedState {
+            metrics,
             remote,
             clients: Clients::new(&snapshot.limits),
             current: ArcSwap::from_pointee(snapshot),
@@ -150,6 +160,7 @@ impl SharedState {
 
     /// Replaces the snapshot; requests already running keep the old one.
     pub fn replace(&self, snapshot: Snapshot) -> Arc<Snapshot> {
+        self.metrics.bind(&snapshot);
         let snapshot = Arc::new(snapshot);
         self.current.store(Arc::clone(&snapshot));
         // Pools of CA bundles the new config no longer names go; the others stay warm.
@@ -160,6 +171,10 @@ impl SharedState {
             .collect();
         self.clients.retain(&in_use);
         snapshot
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn clients(&self) -> &Clients {

@@ -1,13 +1,14 @@
 //! The trusted issuers of a snapshot, and what a verified token carries.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
 use super::cache::TokenCache;
 use super::keystore::KeySource;
+use crate::metrics::IssuerMetrics;
 
 /// One trusted issuer, compiled from config.
 #[derive(Debug)]
@@ -23,6 +24,8 @@ pub struct Issuer {
     pub leeway_secs: u64,
     /// Required `typ`, lower-cased without an `application/` prefix (RFC 7515 §4.1.9).
     pub require_typ: Option<String>,
+    /// Rejection counters, set when the snapshot is installed (`Metrics::bind`).
+    pub metrics: OnceLock<Arc<IssuerMetrics>>,
 }
 
 /// All issuers, looked up by their `iss` value, with this snapshot's token cache.

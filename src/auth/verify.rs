@@ -29,6 +29,22 @@ pub struct TokenError {
     pub description: &'static str,
 }
 
+/// A refused token and, when it named a trusted issuer, that issuer (for metrics).
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    pub error: TokenError,
+    pub issuer: Option<Arc<Issuer>>,
+}
+
+impl From<TokenError> for Rejection {
+    fn from(error: TokenError) -> Self {
+        Rejection {
+            error,
+            issuer: None,
+        }
+    }
+}
+
 /// Rejection reasons, stable names for logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
@@ -49,6 +65,24 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in declaration order (metrics index counters by `reason as usize`).
+    pub const ALL: [Reason; 14] = [
+        Reason::Malformed,
+        Reason::Oversized,
+        Reason::UnsupportedAlg,
+        Reason::ForbiddenHeader,
+        Reason::WrongTyp,
+        Reason::UnknownIssuer,
+        Reason::IssuerNotAllowed,
+        Reason::UnknownKid,
+        Reason::AmbiguousKey,
+        Reason::BadSignature,
+        Reason::Expired,
+        Reason::NotYetValid,
+        Reason::BadClaim,
+        Reason::WrongAudience,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Malformed => "malformed",
@@ -116,22 +150,22 @@ pub fn verify(
 }
 
 /// The checks before any key is needed.
-pub fn parse<'t>(
+pub fn parse_attributed<'t>(
     token: &'t str,
     issuers: &Issuers,
     allowed_issuers: Option<&[String]>,
-) -> Result<Parsed<'t>, TokenError> {
+) -> Result<Parsed<'t>, Rejection> {
     if token.len() > MAX_TOKEN_BYTES {
-        return Err(reject(Reason::Oversized, "token exceeds 8192 bytes"));
+        return Err(reject(Reason::Oversized, "token exceeds 8192 bytes").into());
     }
     let mut parts = token.split('.');
     let (Some(h64), Some(p64), Some(s64), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(NOT_A_JWS);
+        return Err(NOT_A_JWS.into());
     };
     if h64.is_empty() || p64.is_empty() || s64.is_empty() {
-        return Err(NOT_A_JWS);
+        return Err(NOT_A_JWS.into());
     }
 
     let header = decode_json_object(h64).ok_or(reject(
@@ -144,11 +178,12 @@ pub fn parse<'t>(
         return Err(reject(
             Reason::ForbiddenHeader,
             "the crit header parameter is not supported",
-        ));
+        )
+        .into());
     }
     for (name, description) in FORBIDDEN_HEADER_PARAMS {
         if header.contains_key(name) {
-            return Err(reject(Reason::ForbiddenHeader, description));
+            return Err(reject(Reason::ForbiddenHeader, description).into());
         }
     }
 
@@ -160,34 +195,13 @@ pub fn parse<'t>(
         Some(Value::String(iss)) => issuers
             .by_iss(iss)
             .ok_or(reject(Reason::UnknownIssuer, "token issuer is not trusted"))?,
-        Some(_) => return Err(reject(Reason::BadClaim, "iss claim is not a string")),
-        None => return Err(reject(Reason::BadClaim, "token has no iss claim")),
+        Some(_) => return Err(reject(Reason::BadClaim, "iss claim is not a string").into()),
+        None => return Err(reject(Reason::BadClaim, "token has no iss claim").into()),
     };
-    if let Some(allowed) = allowed_issuers {
-        if !allowed.iter().any(|id| *id == issuer.id) {
-            return Err(reject(
-                Reason::IssuerNotAllowed,
-                "token issuer is not accepted on this route",
-            ));
-        }
-    }
-    check_typ(&header, issuer)?;
-    if !issuer.algorithms.contains(&alg) {
-        return Err(reject(
-            Reason::UnsupportedAlg,
-            "token algorithm is not allowed for its issuer",
-        ));
-    }
-    let kid = match header.get("kid") {
-        None => None,
-        Some(Value::String(k)) => Some(k.clone()),
-        Some(_) => {
-            return Err(reject(
-                Reason::Malformed,
-                "kid header parameter is not a string",
-            ))
-        }
-    };
+    let kid = issuer_rules(&header, issuer, allowed_issuers, alg).map_err(|error| Rejection {
+        error,
+        issuer: Some(Arc::clone(issuer)),
+    })?;
     Ok(Parsed {
         token,
         signing_input_len: h64.len() + 1 + p64.len(),
@@ -197,6 +211,48 @@ pub fn parse<'t>(
         issuer: Arc::clone(issuer),
         claims,
     })
+}
+
+/// [`parse_attributed`] without the issuer of a refused token.
+pub fn parse<'t>(
+    token: &'t str,
+    issuers: &Issuers,
+    allowed_issuers: Option<&[String]>,
+) -> Result<Parsed<'t>, TokenError> {
+    parse_attributed(token, issuers, allowed_issuers).map_err(|r| r.error)
+}
+
+/// The checks that depend on the token's issuer: accepted on the route, `typ`, algorithm
+/// allow-list, and the shape of `kid`, which it returns.
+fn issuer_rules(
+    header: &Map<String, Value>,
+    issuer: &Issuer,
+    allowed_issuers: Option<&[String]>,
+    alg: Algorithm,
+) -> Result<Option<String>, TokenError> {
+    if let Some(allowed) = allowed_issuers {
+        if !allowed.contains(&issuer.id) {
+            return Err(reject(
+                Reason::IssuerNotAllowed,
+                "token issuer is not accepted on this route",
+            ));
+        }
+    }
+    check_typ(header, issuer)?;
+    if !issuer.algorithms.contains(&alg) {
+        return Err(reject(
+            Reason::UnsupportedAlg,
+            "token algorithm is not allowed for its issuer",
+        ));
+    }
+    match header.get("kid") {
+        None => Ok(None),
+        Some(Value::String(k)) => Ok(Some(k.clone())),
+        Some(_) => Err(reject(
+            Reason::Malformed,
+            "kid header parameter is not a string",
+        )),
+    }
 }
 
 /// Key, signature, then the claims, which mean nothing before the signature holds.
@@ -450,6 +506,7 @@ mod tests {
                 algorithms: vec![alg],
                 leeway_secs: 0,
                 require_typ: None,
+                metrics: Default::default(),
             };
             let issuers = Issuers::new(vec![issuer], None);
             let spec = TokenSpec {

@@ -15,6 +15,7 @@ use super::Diagnostics;
 use crate::auth::cache::TokenCache;
 use crate::auth::remote::RemoteRegistry;
 use crate::auth::Issuers;
+use crate::correlation::TraceContextPolicy;
 use crate::routes::{Route, RouteTable};
 use crate::state::{Limits, Snapshot};
 
@@ -78,6 +79,11 @@ pub fn compile(
     let mut iss_values = HashSet::new();
     let mut issuers = Vec::new();
     ctx.configured_issuers = raw.issuers.len();
+    let declared_scopes: HashMap<String, Vec<String>> = raw
+        .issuers
+        .iter()
+        .filter_map(|i| Some((i.id.clone()?, i.scopes.clone()?)))
+        .collect();
     for (i, ri) in raw.issuers.into_iter().enumerate() {
         let path = format!("issuers[{i}]");
         if let Some(issuer) = issuer(ri, &path, &mut ctx, diags) {
@@ -138,6 +144,10 @@ pub fn compile(
     if routes.is_empty() && diags.is_empty() {
         diags.error("routes", "no routes are configured");
     }
+    if diags.is_empty() {
+        let ids: Vec<String> = issuers.iter().map(|i| i.id.clone()).collect();
+        super::lint::lint(&routes, &ids, &declared_scopes, diags);
+    }
 
     let mut identity_headers: Vec<HeaderName> = Vec::new();
     for r in &routes {
@@ -157,8 +167,21 @@ pub fn compile(
         routes: RouteTable::new(routes),
         identity_headers,
         tls,
+        trace_context: TraceContextPolicy {
+            start_when_absent: raw
+                .trace_context
+                .as_ref()
+                .and_then(|t| t.start_when_absent)
+                .unwrap_or(false),
+            sampled: raw
+                .trace_context
+                .as_ref()
+                .and_then(|t| t.sampled)
+                .unwrap_or(true),
+        },
         shutdown_grace: Duration::from_secs(grace_secs),
         inputs: ctx.inputs,
+        warnings: Vec::new(),
         sha256: String::new(),
         loaded_at: SystemTime::now(),
     })

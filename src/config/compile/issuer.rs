@@ -86,6 +86,7 @@ pub(super) fn issuer(
         algorithms,
         leeway_secs,
         require_typ,
+        metrics: Default::default(),
     })
 }
 

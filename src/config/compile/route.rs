@@ -135,6 +135,7 @@ pub(super) fn route(
         claims_to_headers,
         forward_token: raw.forward_token.unwrap_or(false),
         timeout: Duration::from_millis(timeout_ms),
+        metrics: Default::default(),
     })
 }
 
