@@ -295,6 +295,14 @@ async fn a_rotated_key_is_fetched_once_on_first_use() {
     assert_eq!(gw.status(&idp_token(&idp, &k2, "b")).await, 200);
     assert_eq!(gw.status(&idp_token(&idp, &k1, "c")).await, 200);
     assert_eq!(idp.jwks_fetches(), 2);
+    let metrics = gw.admin("/-/metrics").await.body;
+    for line in [
+        r#"tollgate_jwks_fetches_total{issuer="idp",result="success"} 2"#,
+        r#"tollgate_jwks_fetches_total{issuer="idp",result="failure"} 0"#,
+        r#"tollgate_jwks_keys{issuer="idp"} 2"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
 }
 
 #[tokio::test]
@@ -368,6 +376,16 @@ async fn known_keys_keep_working_while_the_idp_fails_and_refresh_resumes() {
             "{what}: the last good set must keep serving"
         );
     }
+    let metrics = gw.admin("/-/metrics").await.body;
+    let failures = r#"tollgate_jwks_fetches_total{issuer="idp",result="failure"} "#;
+    let failed: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(failures))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no failure counter in\n{metrics}"));
+    // The four modes that answered have failed; the hanging fetch may still be waiting for
+    // its timeout.
+    assert!(failed >= 4, "four failed answers, {failed} failures counted");
     idp.set_mode(Mode::Ok);
     idp.down();
     tokio::time::sleep(Duration::from_millis(1500)).await;
