@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use crate::auth::scopes::ScopeRequirement;
 use crate::auth::Reason;
 use crate::error::GatewayError;
-use crate::routes::{AuthMode, Match, Route};
+use crate::routes::{path_covers, AuthMode, Match, Route};
 use crate::sanitize::normalize_path;
 use crate::state::Snapshot;
 
@@ -60,7 +60,7 @@ pub async fn explain(
         .routes
         .routes()
         .map(|r| r.as_ref())
-        .filter(|r| covers(&r.path, &path))
+        .filter(|r| path_covers(&r.path, &path))
         .collect();
     prefixes.sort_by(|a, b| b.path.len().cmp(&a.path.len()).then(a.id.cmp(&b.id)));
     let route = match snapshot.routes.find(&path, method) {
@@ -176,15 +176,6 @@ pub async fn explain(
         return deny(out, e, &detail);
     }
     allow(out, "")
-}
-
-/// `route_path` is a prefix of `path` on a segment boundary.
-fn covers(route_path: &str, path: &str) -> bool {
-    route_path == "/"
-        || path == route_path
-        || path
-            .strip_prefix(route_path)
-            .is_some_and(|r| r.starts_with('/'))
 }
 
 fn auth_name(a: AuthMode) -> &'static str {

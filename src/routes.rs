@@ -132,6 +132,16 @@ struct PathGroup {
     allow: String,
 }
 
+/// Whether `prefix` matches `path` as routing does: equal, or a prefix ending on a segment
+/// boundary (`/` covers everything).
+pub fn path_covers(prefix: &str, path: &str) -> bool {
+    prefix == "/"
+        || path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
 /// Route lookup by path prefix, then method.
 #[derive(Debug, Default)]
 pub struct RouteTable {

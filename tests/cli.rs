@@ -14,15 +14,6 @@ use support::*;
 const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn check_accepts_the_shipped_routes_yaml() {
     let file = Path::new(REPO).join("routes.yaml");

@@ -5,21 +5,8 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 
 use support::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
-
-/// (exit code, stdout, stderr)
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn explain(file: &Path, method: &str, path: &str, token: Option<&str>) -> (i32, String) {
     let mut args = vec!["explain", "--config", file.to_str().unwrap(), method, path];

@@ -385,7 +385,10 @@ async fn known_keys_keep_working_while_the_idp_fails_and_refresh_resumes() {
         .unwrap_or_else(|| panic!("no failure counter in\n{metrics}"));
     // The four modes that answered have failed; the hanging fetch may still be waiting for
     // its timeout.
-    assert!(failed >= 4, "four failed answers, {failed} failures counted");
+    assert!(
+        failed >= 4,
+        "four failed answers, {failed} failures counted"
+    );
     idp.set_mode(Mode::Ok);
     idp.down();
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -18,7 +18,7 @@ use http::Method;
 
 use super::Diagnostics;
 use crate::auth::scopes::ScopeRequirement;
-use crate::routes::{AuthMode, Route};
+use crate::routes::{path_covers, AuthMode, Route};
 
 /// Runs every check over the routes in file order (`routes[i]` is the file's i-th route:
 /// lint only runs on files without errors). `declared` maps issuer ids to the scopes they
@@ -34,17 +34,8 @@ pub(super) fn lint(
     scopes_nobody_grants(routes, all_issuers, declared, diags);
 }
 
-/// `inner` is `outer`'s path or below it, on a segment boundary.
-fn at_or_below(inner: &str, outer: &str) -> bool {
-    outer == "/"
-        || inner == outer
-        || inner
-            .strip_prefix(outer)
-            .is_some_and(|rest| rest.starts_with('/'))
-}
-
 fn strictly_below(inner: &str, outer: &str) -> bool {
-    inner != outer && at_or_below(inner, outer)
+    inner != outer && path_covers(outer, inner)
 }
 
 fn shadowed_methods(routes: &[Route], diags: &mut Diagnostics) {
@@ -114,7 +105,7 @@ fn public_under_protected(routes: &[Route], diags: &mut Diagnostics) {
         }
         let guard = routes
             .iter()
-            .filter(|r| r.auth == AuthMode::Required && at_or_below(&public.path, &r.path))
+            .filter(|r| r.auth == AuthMode::Required && path_covers(&r.path, &public.path))
             .max_by_key(|r| r.path.len());
         if let Some(guard) = guard {
             diags.warning(

@@ -336,6 +336,19 @@ pub async fn start() -> Env {
     start_with(ROUTES).await
 }
 
+/// Runs the real binary to completion: (exit code, stdout, stderr).
+pub fn run(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A response, fully read.
 #[derive(Debug)]
 pub struct Answer {
