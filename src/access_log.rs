@@ -20,6 +20,7 @@ use http_body_util::BodyExt;
 use serde_json::{Map, Value};
 
 use crate::body::{Body, BoxError};
+use crate::routes::Route;
 
 /// The `tracing` target of access-log events.
 pub const TARGET: &str = "tollgate::access";
@@ -38,8 +39,8 @@ pub struct Record {
     /// The path as the client sent it, without the query.
     pub path: String,
     pub status: u16,
-    pub route: Option<String>,
-    pub upstream: Option<String>,
+    /// The matched route (its id and upstream URL are logged); shared, not copied.
+    pub route: Option<Arc<Route>>,
     pub claims: Option<Arc<Map<String, Value>>>,
     pub reason: Option<&'static str>,
     pub client: std::net::IpAddr,
@@ -120,12 +121,12 @@ fn log(r: &Record, bytes: u64, complete: bool, elapsed: Duration) {
         time = %rfc3339_millis(SystemTime::now()),
         request_id = r.request_id.to_str().unwrap_or("-"),
         trace_id = r.trace_id.as_deref().unwrap_or("-"),
-        route = r.route.as_deref().unwrap_or("-"),
+        route = r.route.as_ref().map_or("-", |r| r.id.as_str()),
         method = %r.method,
         path = %r.path,
         status = r.status,
         duration_ms = elapsed.as_secs_f64() * 1000.0,
-        upstream = r.upstream.as_deref().unwrap_or("-"),
+        upstream = r.route.as_ref().map_or("-", |r| r.upstream.display.as_str()),
         bytes,
         complete,
         sub = claim(claims, "sub").unwrap_or("-"),

@@ -216,14 +216,18 @@ pub fn main() -> ExitCode {
 fn runtime(worker_threads: Option<u16>) -> anyhow::Result<tokio::runtime::Runtime> {
     // One thread: tokio's current-thread scheduler does the same work without the
     // multi-thread scheduler's cross-thread bookkeeping (measured in bench/results).
-    let mut builder = match worker_threads {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(n) => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(usize::from(n));
-            b
-        }
-        None => tokio::runtime::Builder::new_multi_thread(),
+    // Without --worker-threads: one thread per CPU this process may use. std reads the CPU
+    // affinity mask and the cgroup CPU quota, so `taskset -c 1` or a Kubernetes limit of one
+    // CPU also gets the current-thread scheduler.
+    let threads = worker_threads.map(usize::from).unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
     };
     Ok(builder.enable_all().build()?)
 }
