@@ -67,6 +67,9 @@ pub const REJECT_REASONS: [&str; 17] = [
     "insufficient_scope",
 ];
 
+/// How many of [`REJECT_REASONS`] are token reasons (`auth::Reason`).
+const TOKEN_REASONS: usize = crate::auth::Reason::ALL.len();
+
 /// Counters of one route.
 pub struct RouteMetrics {
     /// Per method, per status; a method's row is allocated on its first request.
@@ -183,9 +186,9 @@ pub fn reject_reason_index(error: &GatewayError) -> Option<usize> {
     match error {
         // `Reason` lists its variants in REJECT_REASONS order (unit test below).
         GatewayError::InvalidToken(e) => Some(e.reason as usize),
-        GatewayError::MissingToken => Some(14),
-        GatewayError::MalformedAuthorization(_) => Some(15),
-        GatewayError::InsufficientScope(_) => Some(16),
+        GatewayError::MissingToken => Some(TOKEN_REASONS),
+        GatewayError::MalformedAuthorization(_) => Some(TOKEN_REASONS + 1),
+        GatewayError::InsufficientScope(_) => Some(TOKEN_REASONS + 2),
         _ => None,
     }
 }
