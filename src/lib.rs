@@ -55,6 +55,10 @@ impl server::Handler for Gateway {
     fn connection_opened(&self) -> Option<metrics::ConnectionGuard> {
         Some(self.state.metrics().connection_opened())
     }
+
+    fn connection_parked(&self, parked: bool) {
+        self.state.metrics().connection_parked(parked);
+    }
 }
 
 /// A gateway running in this process (the `serve` command, the demo, and tests).

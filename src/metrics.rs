@@ -205,6 +205,7 @@ pub struct Metrics {
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
     open_connections: AtomicI64,
+    parked_connections: AtomicI64,
 }
 
 impl Metrics {
@@ -255,6 +256,13 @@ impl Metrics {
     pub fn connection_opened(self: &Arc<Self>) -> ConnectionGuard {
         self.open_connections.fetch_add(1, Ordering::Relaxed);
         ConnectionGuard(Arc::clone(self))
+    }
+}
+
+impl Metrics {
+    pub fn connection_parked(&self, parked: bool) {
+        let delta = if parked { 1 } else { -1 };
+        self.parked_connections.fetch_add(delta, Ordering::Relaxed);
     }
 }
 

@@ -9,14 +9,16 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 mod first_read;
+mod idle;
 
 use self::first_read::FirstReadDeadline;
 use crate::body::Body;
@@ -50,9 +52,24 @@ pub trait Handler: Send + Sync + 'static {
     fn connection_opened(&self) -> Option<ConnectionGuard> {
         None
     }
+
+    /// An idle HTTP/1 connection released its buffers (`true`) or woke up or closed (`false`).
+    fn connection_parked(&self, _parked: bool) {}
 }
 
-/// The hyper connection builder with our limits applied.
+/// The HTTP/1 settings, shared by both builders below.
+fn http1_builder(limits: &Limits) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        // The header read timeout only works with a timer set (hyper docs).
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_request_header_bytes)
+        .keep_alive(true);
+    builder
+}
+
+/// The hyper connection builder with our limits applied (TLS, and plaintext HTTP/2).
 fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -81,9 +98,15 @@ pub async fn serve<H: Handler>(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
-    let builder = builder(&limits);
+    // Shared, not copied into every connection task: each idle connection's task is part of
+    // the per-connection memory (bench/connections.sh).
+    let builder = Arc::new(builder(&limits));
+    let h1 = Arc::new(http1_builder(&limits));
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
+    // Parked HTTP/1 connections (`idle`) are not hyper connections the graceful watcher
+    // knows: they hear about shutdown here.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         // Take a permit before accepting: at the cap, new connections wait in the kernel's
@@ -111,24 +134,39 @@ pub async fn serve<H: Handler>(
         let counted = handler.connection_opened();
         let handshake_timeout = limits.header_read_timeout;
         let watcher = graceful.watcher();
-        let builder = builder.clone();
+        let builder = Arc::clone(&builder);
+        let h1 = Arc::clone(&h1);
+        let stop = stop_rx.clone();
         let handler = Arc::clone(&handler);
         tokio::spawn(async move {
             let _permit = permit;
             let _counted = counted;
             let Some(tls) = tls else {
                 let conn = Connection { peer, tls: false };
+                match first_bytes(&stream, handshake_timeout).await {
+                    // Each branch is boxed: the task's future is as large as its largest
+                    // branch, and a parked HTTP/1 socket should not carry HTTP/2's.
+                    FirstBytes::Http1 => {
+                        let served =
+                            idle::serve_h1(stream, h1, handler, conn, handshake_timeout, stop);
+                        return Box::pin(served).await;
+                    }
+                    // Nothing within the header read timeout (or the socket failed).
+                    FirstBytes::Nothing => return,
+                    FirstBytes::Other => {}
+                }
                 let io = FirstReadDeadline::new(stream, handshake_timeout);
-                return serve_io(TokioIo::new(io), &builder, handler, conn, watcher).await;
+                return Box::pin(serve_io(TokioIo::new(io), &builder, handler, conn, watcher))
+                    .await;
             };
             // The handshake shares the header-read deadline: a client that opens a socket
             // and never finishes TLS must not hold a connection slot forever.
-            let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+            let accept = Box::pin(tokio_rustls::TlsAcceptor::from(tls).accept(stream));
             match tokio::time::timeout(handshake_timeout, accept).await {
                 Ok(Ok(stream)) => {
                     let conn = Connection { peer, tls: true };
                     let io = FirstReadDeadline::new(stream, handshake_timeout);
-                    serve_io(TokioIo::new(io), &builder, handler, conn, watcher).await;
+                    Box::pin(serve_io(TokioIo::new(io), &builder, handler, conn, watcher)).await;
                 }
                 Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -136,10 +174,14 @@ pub async fn serve<H: Handler>(
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let _ = stop_tx.send(true);
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let drained = async {
+        graceful.shutdown().await;
+        // Every connection task holds a permit until it ends, parked ones included.
+        let _ = permits.acquire_many(all).await;
+    };
+    if tokio::time::timeout(grace, drained).await.is_err() {
         tracing::warn!(
             grace_secs = grace.as_secs(),
             "connections still open after the shutdown grace"
@@ -167,6 +209,29 @@ async fn serve_io<I, H>(
     });
     if let Err(e) = watcher.watch(builder.serve_connection(io, service)).await {
         tracing::debug!(error = %e, peer = %conn.peer, "connection ended with an error");
+    }
+}
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4): h2c with prior knowledge starts with it.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What a plaintext client's first bytes say.
+enum FirstBytes {
+    /// Not (a prefix of) the HTTP/2 preface: HTTP/1.
+    Http1,
+    /// The preface or a prefix of it, or a closed socket: the auto builder decides.
+    Other,
+    /// No byte within the header read timeout, or a socket error.
+    Nothing,
+}
+
+/// Peeks at the first bytes without consuming them.
+async fn first_bytes(stream: &TcpStream, limit: Duration) -> FirstBytes {
+    let mut head = [0u8; 24];
+    match tokio::time::timeout(limit, stream.peek(&mut head)).await {
+        Ok(Ok(n)) if n > 0 && !H2_PREFACE.starts_with(&head[..n]) => FirstBytes::Http1,
+        Ok(Ok(_)) => FirstBytes::Other,
+        Ok(Err(_)) | Err(_) => FirstBytes::Nothing,
     }
 }
 

@@ -141,3 +141,116 @@ async fn connections_over_the_cap_wait_for_a_free_slot() {
         .unwrap();
     assert_eq!(&buf, b"HTTP/1.1 200");
 }
+
+const PARKING: &str = r#"
+listen: 127.0.0.1:0
+admin: 127.0.0.1:0
+limits:
+  header_read_timeout_ms: 2500
+routes:
+  - id: public
+    path: /
+    upstream: {up}
+    auth: none
+"#;
+
+async fn parked(env: &Env) -> f64 {
+    let text = get(
+        &format!("http://{}/-/metrics", env.gateway.admin_addr.unwrap()),
+        None,
+    )
+    .await
+    .body;
+    text.lines()
+        .find_map(|l| l.strip_prefix("tollgate_parked_connections "))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Reads one complete `Content-Length` response from a keep-alive socket.
+async fn read_response(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .expect("response timed out")
+            .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_string)
+                })
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if buf.len() >= end + 4 + length {
+                return text;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_parked_and_serves_the_next_request_on_the_same_socket() {
+    let env = start_with(PARKING).await;
+    let mut s = TcpStream::connect(env.gateway.addr).await.unwrap();
+    s.write_all(b"GET /one HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    // Busy connections keep their buffers; after 0.5 s idle this one gives them back.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(parked(&env).await, 1.0);
+    s.write_all(b"GET /two HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_response(&mut s).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("orders /two"), "{answer}");
+    assert_eq!(parked(&env).await, 0.0);
+    // A request head split across a parking arrives whole.
+    s.write_all(b"GET /three HTTP/1.1\r\nHo").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    s.write_all(b"st: gw\r\n\r\n").await.unwrap();
+    let answer = read_response(&mut s).await;
+    assert!(answer.ends_with("orders /three"), "{answer}");
+    let paths: Vec<String> = env
+        .upstream
+        .seen()
+        .into_iter()
+        .map(|r| r.path_and_query)
+        .collect();
+    assert_eq!(paths, ["/one", "/two", "/three"]);
+}
+
+#[tokio::test]
+async fn a_head_trickling_in_across_parkings_is_still_cut_off() {
+    let env = start_with(PARKING).await;
+    let mut s = TcpStream::connect(env.gateway.addr).await.unwrap();
+    s.write_all(b"GET /slow HTTP/1.1\r\n").await.unwrap();
+    let started = Instant::now();
+    // A byte every 700 ms: the connection parks in every gap (0.5 s idle), which restarts
+    // hyper's own header timer each time; the gateway's own deadline does not restart.
+    let closed = loop {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        if s.write_all(b"X").await.is_err() || started.elapsed() > Duration::from_secs(8) {
+            break started.elapsed();
+        }
+        let mut probe = [0u8; 64];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(1), s.read(&mut probe)).await
+        {
+            break started.elapsed();
+        }
+    };
+    assert!(
+        closed < Duration::from_secs(6),
+        "still open after {closed:?}"
+    );
+    assert!(env.upstream.seen().is_empty());
+}

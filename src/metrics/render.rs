@@ -230,6 +230,13 @@ impl Scrape {
         )?
         .encode_gauge(&self.metrics.open_connections.load(Ordering::Relaxed))?;
         enc.encode_descriptor(
+            "parked_connections",
+            "Idle HTTP/1 client connections holding no buffers (parked after 0.5 s idle).",
+            None,
+            MetricType::Gauge,
+        )?
+        .encode_gauge(&self.metrics.parked_connections.load(Ordering::Relaxed))?;
+        enc.encode_descriptor(
             "build_info",
             "The running build (always 1).",
             None,
