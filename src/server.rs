@@ -133,44 +133,31 @@ pub async fn serve<H: Handler>(
         let tls = handler.tls();
         let counted = handler.connection_opened();
         let handshake_timeout = limits.header_read_timeout;
-        let watcher = graceful.watcher();
-        let builder = Arc::clone(&builder);
-        let h1 = Arc::clone(&h1);
-        let stop = stop_rx.clone();
-        let handler = Arc::clone(&handler);
+        let job = Job {
+            builder: Arc::clone(&builder),
+            h1: Arc::clone(&h1),
+            handler: Arc::clone(&handler),
+            watcher: graceful.watcher(),
+            stop: stop_rx.clone(),
+            limit: handshake_timeout,
+            peer,
+        };
         tokio::spawn(async move {
             let _permit = permit;
             let _counted = counted;
+            // Each kind of connection runs in its own box: a task's future is as large as
+            // its largest state, and a parked HTTP/1 socket must not carry the room of a
+            // TLS handshake or an HTTP/2 connection (bench/connections.sh).
             let Some(tls) = tls else {
-                let conn = Connection { peer, tls: false };
-                match first_bytes(&stream, handshake_timeout).await {
-                    // Each branch is boxed: the task's future is as large as its largest
-                    // branch, and a parked HTTP/1 socket should not carry HTTP/2's.
-                    FirstBytes::Http1 => {
-                        let served =
-                            idle::serve_h1(stream, h1, handler, conn, handshake_timeout, stop);
-                        return Box::pin(served).await;
-                    }
+                match Box::pin(first_bytes(&stream, job.limit)).await {
+                    FirstBytes::Http1 => Box::pin(job.http1(stream)).await,
                     // Nothing within the header read timeout (or the socket failed).
-                    FirstBytes::Nothing => return,
-                    FirstBytes::Other => {}
+                    FirstBytes::Nothing => {}
+                    FirstBytes::Other => Box::pin(job.auto(stream)).await,
                 }
-                let io = FirstReadDeadline::new(stream, handshake_timeout);
-                return Box::pin(serve_io(TokioIo::new(io), &builder, handler, conn, watcher))
-                    .await;
+                return;
             };
-            // The handshake shares the header-read deadline: a client that opens a socket
-            // and never finishes TLS must not hold a connection slot forever.
-            let accept = Box::pin(tokio_rustls::TlsAcceptor::from(tls).accept(stream));
-            match tokio::time::timeout(handshake_timeout, accept).await {
-                Ok(Ok(stream)) => {
-                    let conn = Connection { peer, tls: true };
-                    let io = FirstReadDeadline::new(stream, handshake_timeout);
-                    Box::pin(serve_io(TokioIo::new(io), &builder, handler, conn, watcher)).await;
-                }
-                Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-            }
+            Box::pin(job.tls(stream, tls)).await;
         });
     }
     drop(listener);
@@ -186,6 +173,65 @@ pub async fn serve<H: Handler>(
             grace_secs = grace.as_secs(),
             "connections still open after the shutdown grace"
         );
+    }
+}
+
+/// What a connection task needs besides its socket.
+struct Job<H> {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    h1: Arc<http1::Builder>,
+    handler: Arc<H>,
+    watcher: hyper_util::server::graceful::Watcher,
+    stop: tokio::sync::watch::Receiver<bool>,
+    /// The header read timeout, also the deadline for the first byte and the TLS handshake.
+    limit: Duration,
+    peer: SocketAddr,
+}
+
+impl<H: Handler> Job<H> {
+    /// Plaintext HTTP/1, with idle parking.
+    async fn http1(self, stream: TcpStream) {
+        let conn = Connection {
+            peer: self.peer,
+            tls: false,
+        };
+        idle::serve_h1(stream, self.h1, self.handler, conn, self.limit, self.stop).await;
+    }
+
+    /// Plaintext HTTP/2 by prior knowledge (or whatever the auto builder makes of a prefix).
+    async fn auto(self, stream: TcpStream) {
+        let conn = Connection {
+            peer: self.peer,
+            tls: false,
+        };
+        let io = TokioIo::new(FirstReadDeadline::new(stream, self.limit));
+        serve_io(io, &self.builder, self.handler, conn, self.watcher).await;
+    }
+
+    /// TLS: the handshake shares the header-read deadline, so a client that opens a socket
+    /// and never finishes TLS does not hold a connection slot forever.
+    async fn tls(self, stream: TcpStream, tls: Arc<rustls::ServerConfig>) {
+        let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+        match tokio::time::timeout(self.limit, accept).await {
+            Ok(Ok(stream)) => {
+                let conn = Connection {
+                    peer: self.peer,
+                    tls: true,
+                };
+                let io = TokioIo::new(FirstReadDeadline::new(stream, self.limit));
+                // Boxed: the handshake's state stays in this future's room otherwise.
+                Box::pin(serve_io(
+                    io,
+                    &self.builder,
+                    self.handler,
+                    conn,
+                    self.watcher,
+                ))
+                .await;
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, peer = %self.peer, "TLS handshake failed"),
+            Err(_) => tracing::debug!(peer = %self.peer, "TLS handshake timed out"),
+        }
     }
 }
 

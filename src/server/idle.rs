@@ -259,6 +259,7 @@ pub async fn serve_h1<H: Handler>(
                     handler.connection_parked(true);
                     parked = true;
                 }
+                crate::heap::freed();
             }
         }
     }
