@@ -10,8 +10,10 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// Delay between the first parking of a burst and the trim that follows it.
-pub const RELEASE_DELAY_MS: u64 = 1_000;
+/// Delay between the first parking of a burst and the trim that follows it; also the
+/// shortest interval between two trims, so clients that go idle and come back all the time
+/// (pollers) cause at most one trim per this interval.
+pub const RELEASE_DELAY_MS: u64 = 2_000;
 
 static SCHEDULED: AtomicBool = AtomicBool::new(false);
 
