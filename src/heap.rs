@@ -23,12 +23,22 @@ pub fn freed() {
         return;
     }
     tokio::spawn(async {
+        // Cleared however the task ends, also when its runtime shuts down first.
+        let _unschedule = Unschedule;
         tokio::time::sleep(Duration::from_millis(RELEASE_DELAY_MS)).await;
-        // Cleared first: a parking during the trim schedules the next one.
-        SCHEDULED.store(false, Ordering::Release);
+        // Cleared before the trim: a parking during the trim schedules the next one.
+        drop(_unschedule);
         // The trim walks the heaps (milliseconds for a large one): off the runtime threads.
         let _ = tokio::task::spawn_blocking(release).await;
     });
+}
+
+struct Unschedule;
+
+impl Drop for Unschedule {
+    fn drop(&mut self) {
+        SCHEDULED.store(false, Ordering::Release);
+    }
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
