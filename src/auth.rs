@@ -7,6 +7,7 @@ pub mod extract;
 pub mod issuer;
 pub mod jwks;
 pub mod keystore;
+pub mod rejection;
 pub mod remote;
 pub mod scopes;
 pub mod verify;
