@@ -4,9 +4,6 @@
 #[path = "support/harness.rs"]
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -292,59 +289,27 @@ async fn trace_context_passes_through_and_starts_only_when_configured() {
     }
 }
 
-/// The real binary with JSON logs; its stderr lines arrive on the channel.
-struct Served {
-    child: Child,
-    addr: String,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// The real binary with JSON logs.
 fn serve_json(file: &std::path::Path) -> Served {
-    let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["--log-format", "json", "serve", "--no-watch", "--config"])
-        .arg(file)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut served = Served {
-        child,
-        addr: String::new(),
-        lines: mpsc::channel().1,
-    };
-    let stderr = served.child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    served.lines = rx;
-    let line = next_line(&served, |v| v["message"] == "tollgate is serving");
-    served.addr = line["listen"].as_str().unwrap().to_string();
-    served
+    let file = file.to_str().unwrap();
+    Served::start(&[
+        "--log-format",
+        "json",
+        "serve",
+        "--no-watch",
+        "--config",
+        file,
+    ])
 }
 
 /// The next JSON log line for which `pick` holds (non-JSON lines fail the test).
 fn next_line(served: &Served, pick: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = served.lines.recv_timeout(left).expect("no such log line");
+    let line = served.next_line(|line| {
         let value: Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        if pick(&value) {
-            return value;
-        }
-    }
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        pick(&value)
+    });
+    serde_json::from_str(&line).unwrap()
 }
 
 #[tokio::test]

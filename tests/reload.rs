@@ -5,9 +5,8 @@
 #[path = "support/harness.rs"]
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -350,54 +349,11 @@ async fn files_named_by_a_signal_or_admin_reload_are_watched_too() {
     gw.shutdown().await;
 }
 
-/// The `serve` binary, with the addresses it logged.
-struct Served {
-    child: Child,
-    addr: String,
-    admin: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// `tollgate serve --config FILE EXTRA...`, started.
 fn serve(file: &Path, extra: &[&str]) -> Served {
-    let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["serve", "--config", file.to_str().unwrap()])
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wrapped at once so that Drop kills and reaps it on every path, panics included.
-    let mut served = Served {
-        child,
-        addr: String::new(),
-        admin: String::new(),
-    };
-    let stderr = served.child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let field = |line: &str, name: &str| -> Option<String> {
-        let rest = &line[line.find(&format!("{name}="))? + name.len() + 1..];
-        let rest = rest.trim_start_matches("Some(");
-        Some(rest.split([' ', ')']).next()?.to_string())
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let line = lines.next().expect("serve exited").unwrap();
-        if line.contains("tollgate is serving") {
-            served.addr = field(&line, "listen").unwrap();
-            served.admin = field(&line, "admin").unwrap();
-            // Keep draining stderr so the child never blocks on a full pipe.
-            std::thread::spawn(move || for _ in lines {});
-            return served;
-        }
-        assert!(Instant::now() < deadline, "serve did not start");
-    }
+    let mut args = vec!["serve", "--config", file.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    Served::start(&args)
 }
 
 fn signal(child: &Child, name: &str) {

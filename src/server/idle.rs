@@ -145,7 +145,8 @@ impl Drop for InFlight {
     }
 }
 
-/// The response body, holding its request's [`InFlight`].
+/// The response body, holding its request's [`InFlight`]. A struct rather than
+/// `map_frame`: that combinator drops `size_hint`, and hyper needs it for Content-Length.
 struct Guarded {
     inner: Body,
     _in_flight: InFlight,

@@ -349,6 +349,86 @@ pub fn run(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// The real binary running `tollgate ARGS` (RUST_LOG=info), with the data-plane and admin
+/// addresses from its "tollgate is serving" line (text or JSON logs) and every stderr line on
+/// a channel. Killed and reaped on drop, panics included.
+pub struct Served {
+    pub child: std::process::Child,
+    pub addr: String,
+    pub admin: String,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Served {
+    pub fn start(args: &[&str]) -> Served {
+        use std::io::BufRead;
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        let mut served = Served {
+            child,
+            addr: String::new(),
+            admin: String::new(),
+            lines,
+        };
+        // A reader thread keeps draining stderr, so the child never blocks on a full pipe.
+        let stderr = served.child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        let line = served.next_line(|l| l.contains("tollgate is serving"));
+        served.addr = log_field(&line, "listen").expect("listen address");
+        served.admin = log_field(&line, "admin").unwrap_or_default();
+        served
+    }
+
+    /// The next stderr line for which `pick` holds; fails after 20 s or when the child exits.
+    pub fn next_line(&self, pick: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self.lines.recv_timeout(left).expect("no such log line");
+            if pick(&line) {
+                return line;
+            }
+        }
+    }
+}
+
+/// A field of a log line: `name=value` (text) or `"name":"value"` (JSON), with the
+/// `Some(...)` of a logged Option removed.
+fn log_field(line: &str, name: &str) -> Option<String> {
+    let raw = if line.starts_with('{') {
+        let v: Value = serde_json::from_str(line).ok()?;
+        v[name].as_str()?.to_string()
+    } else {
+        let rest = &line[line.find(&format!("{name}="))? + name.len() + 1..];
+        rest.split(' ').next()?.to_string()
+    };
+    Some(
+        raw.trim_start_matches("Some(")
+            .trim_end_matches(')')
+            .to_string(),
+    )
+}
+
 /// A response, fully read.
 #[derive(Debug)]
 pub struct Answer {
