@@ -110,6 +110,7 @@ fn request_path(c: &mut Criterion) {
         "authorization",
         HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
     );
+    let client_host = incoming[http::header::HOST].clone();
     c.bench_function(
         "header rewrite (hop-by-hop, identity, forwarded, claims)",
         |b| {
@@ -120,13 +121,13 @@ fn request_path(c: &mut Criterion) {
                     h.remove(name);
                 }
                 h.remove(http::header::AUTHORIZATION);
-                h.remove(http::header::HOST);
+                h.insert(http::header::HOST, route.upstream.host.clone());
                 forward::set_forwarded(
                     &mut h,
                     &ClientInfo {
                         ip: "127.0.0.1".parse().unwrap(),
                         proto: "http",
-                        host: Some("gw.example"),
+                        host: Some(&client_host),
                     },
                 );
                 forward::add_claim_headers(&mut h, &route.claims_to_headers, &verified.claims);

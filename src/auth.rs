@@ -34,7 +34,7 @@ pub async fn authenticate(
     let (mut keys, generation) = parsed.issuer.keys.current();
     let mut result = verify::finish(&mut parsed, &keys, now);
     if let (Err(e), Some(remote)) = (&result, parsed.issuer.keys.remote()) {
-        if e.reason == Reason::UnknownKid && remote.refresh_after_miss(generation).await {
+        if e.reason == Reason::UnknownKid && Box::pin(remote.refresh_after_miss(generation)).await {
             keys = parsed.issuer.keys.current().0;
             result = verify::finish(&mut parsed, &keys, now);
         }

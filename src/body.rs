@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Empty, Full};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, BoxError>;
@@ -13,4 +13,9 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed()
+}
+
+/// No body. Boxing it allocates nothing: every part of it is zero-sized.
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed()
 }

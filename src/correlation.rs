@@ -152,8 +152,10 @@ pub fn new_request_id() -> HeaderValue {
         hex_into(&mut out[at..at + len], v >> shift, len);
         at += len + 1;
     }
-    // 36 bytes of hex digits and dashes: always a valid header value.
-    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    // 36 bytes of hex digits and dashes: always a valid header value. Owned by a shared
+    // buffer, so the copies for the upstream request and the response only count references.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(out))
+        .unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 /// A new `traceparent` (version 00) and its trace id.

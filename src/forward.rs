@@ -44,14 +44,21 @@ pub fn is_reserved_header(name: &HeaderName) -> bool {
 
 /// Removes hop-by-hop headers, and the headers `Connection` names, in place.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Collect the names first: the Connection values are removed with the rest.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
+    // The names a Connection header lists besides the usual `keep-alive` and `close` (which
+    // name no header, or one removed below anyway). Collected first: the Connection values
+    // go with the rest. Most messages list none, and then nothing is allocated.
+    let mut named: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',').map(str::trim) {
+            if token.eq_ignore_ascii_case("keep-alive") || token.eq_ignore_ascii_case("close") {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                named.push(name);
+            }
+        }
+    }
     for name in named {
         headers.remove(name);
     }
@@ -67,25 +74,69 @@ pub struct ClientInfo<'a> {
     pub ip: IpAddr,
     pub proto: &'static str,
     /// The Host (HTTP/1.1) or :authority (HTTP/2) the client used.
-    pub host: Option<&'a str>,
+    pub host: Option<&'a HeaderValue>,
 }
 
 /// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto` / `-Host`.
 pub fn set_forwarded(headers: &mut HeaderMap, client: &ClientInfo) {
-    let ip = client.ip.to_canonical().to_string();
-    let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-        _ => ip,
+    // An IPv6 address is at most 45 characters; no formatting machinery on the request path.
+    let mut ip = [0u8; 48];
+    let ip = write_ip(&mut ip, client.ip.to_canonical());
+    let previous = headers
+        .get(X_FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok())
+        .map(str::as_bytes);
+    let value = match previous {
+        Some(prev) if !prev.trim_ascii().is_empty() => {
+            let mut joined = Vec::with_capacity(prev.len() + 2 + ip.len());
+            joined.extend_from_slice(prev);
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(ip);
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(joined))
+        }
+        _ => HeaderValue::from_bytes(ip),
     };
-    // Only ASCII digits, dots, colons, commas and the previous (already valid) value.
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    // The previous value was a valid header value, and ", " and an address keep it one.
+    if let Ok(v) = value {
         headers.insert(X_FORWARDED_FOR, v);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(client.proto));
-    match client.host.and_then(|h| HeaderValue::from_str(h).ok()) {
-        Some(v) => headers.insert(X_FORWARDED_HOST, v),
+    match client.host {
+        Some(v) => headers.insert(X_FORWARDED_HOST, v.clone()),
         None => headers.remove(X_FORWARDED_HOST),
     };
+}
+
+/// Writes an address as text into `buf` and returns that part of it.
+fn write_ip(buf: &mut [u8; 48], ip: IpAddr) -> &[u8] {
+    let IpAddr::V4(v4) = ip else {
+        // Rare on the request path (most clients of a gateway arrive over IPv4); the
+        // standard formatter handles IPv6's zero compression.
+        use std::io::Write;
+        let mut cursor = std::io::Cursor::new(&mut buf[..]);
+        let _ = write!(cursor, "{ip}");
+        let len = usize::try_from(cursor.position()).unwrap_or(0);
+        return &buf[..len];
+    };
+    let mut len = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[len] = b'.';
+            len += 1;
+        }
+        let (h, t, o) = (octet / 100, octet / 10 % 10, octet % 10);
+        if h > 0 {
+            buf[len] = b'0' + h;
+            len += 1;
+        }
+        if h > 0 || t > 0 {
+            buf[len] = b'0' + t;
+            len += 1;
+        }
+        buf[len] = b'0' + o;
+        len += 1;
+    }
+    &buf[..len]
 }
 
 /// Adds one header per configured claim present in the token. A claim that is missing, of
@@ -116,8 +167,16 @@ fn lookup<'a>(claims: &'a Map<String, Value>, path: &[String]) -> Option<&'a Val
 /// Strings as they are; numbers and booleans as JSON text; arrays of strings joined with
 /// `,`; anything else (objects, null, mixed arrays) is not forwarded.
 fn claim_header_value(value: &Value) -> Option<HeaderValue> {
+    if let Value::String(s) = value {
+        // The common case, copied once.
+        return if s.chars().any(char::is_control) {
+            None
+        } else {
+            HeaderValue::from_str(s).ok()
+        };
+    }
     let text = match value {
-        Value::String(s) => s.clone(),
+        Value::String(_) => return None,
         Value::Number(n) => n.to_string(),
         Value::Bool(b) => b.to_string(),
         Value::Array(items) => {
@@ -181,11 +240,62 @@ mod tests {
         let client = ClientInfo {
             ip: "127.0.0.1".parse().unwrap(),
             proto: "http",
-            host: Some("gw.example"),
+            host: Some(&HeaderValue::from_static("gw.example")),
         };
         set_forwarded(&mut h, &client);
         assert_eq!(h[X_FORWARDED_FOR], "203.0.113.9, 127.0.0.1");
         assert_eq!(h[X_FORWARDED_HOST], "gw.example");
         assert_eq!(h[X_FORWARDED_PROTO], "http");
+    }
+
+    #[test]
+    fn addresses_are_written_as_the_standard_formatter_does() {
+        let ips = [
+            "0.0.0.0",
+            "10.0.9.255",
+            "100.64.1.20",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "fe80::1:2:3:4",
+        ];
+        for text in ips {
+            let ip: IpAddr = text.parse().unwrap();
+            let mut buf = [0u8; 48];
+            assert_eq!(write_ip(&mut buf, ip), ip.to_string().as_bytes(), "{text}");
+        }
+        // The longest IPv6 text fits.
+        let long: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe".parse().unwrap();
+        let mut buf = [0u8; 48];
+        assert_eq!(write_ip(&mut buf, long), long.to_string().as_bytes());
+    }
+
+    #[test]
+    fn an_unreadable_forwarded_for_is_replaced_and_connection_tokens_are_stripped() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            X_FORWARDED_FOR,
+            HeaderValue::from_bytes(b"\xff\xfe").unwrap(),
+        );
+        let client = ClientInfo {
+            ip: "::ffff:192.0.2.1".parse().unwrap(),
+            proto: "https",
+            host: None,
+        };
+        set_forwarded(&mut h, &client);
+        // A v4-mapped client is written as the IPv4 address it is.
+        assert_eq!(h[X_FORWARDED_FOR], "192.0.2.1");
+        assert!(!h.contains_key(X_FORWARDED_HOST));
+
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Keep-Alive, close"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
     }
 }

@@ -19,8 +19,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use http::header;
-use http::{Request, Response, Version};
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
@@ -80,18 +81,20 @@ impl Gateway {
             Ok(r) => (r, None),
             Err(e) => (e.clone().into_response(&snapshot.challenge_prefix), Some(e)),
         };
+        // Copied only for the access log: its bytes are shared, the copy costs a count.
+        let logged_id = raw_path.is_some().then(|| ids.request_id.clone());
         response
             .headers_mut()
-            .insert(correlation::REQUEST_ID, ids.request_id.clone());
+            .insert(correlation::REQUEST_ID, ids.request_id);
         let status = response.status().as_u16();
         self.count(&trace, &method, status, error.as_ref(), started);
         // 9. log, when the body is done (see `access_log`).
-        let Some(path) = raw_path else {
+        let (Some(path), Some(request_id)) = (raw_path, logged_id) else {
             return response;
         };
         let record = access_log::Record {
             started,
-            request_id: ids.request_id,
+            request_id,
             trace_id: ids.trace_id,
             method,
             path,
@@ -140,8 +143,9 @@ impl Gateway {
         snapshot: &Snapshot,
         trace: &mut Trace,
     ) -> Result<Response<Body>, GatewayError> {
-        // 1. sanitize
-        let path = normalize_path(req.uri().path())?.into_owned();
+        // 1. sanitize (on a copy of the target, which shares its bytes: the request moves on)
+        let target = req.uri().clone();
+        let path = normalize_path(target.path())?;
         // 2. match
         let route = match snapshot.routes.find(&path, req.method()) {
             Match::Found(route) => Arc::clone(route),
@@ -167,15 +171,19 @@ impl Gateway {
         let upstream_req =
             build_upstream_request(req, &route, &path, token.as_ref(), snapshot, conn)?;
         // 7. send
-        let client = self.state.clients().get(route.upstream.ca.as_ref());
-        let response = upstream::send(&client, upstream_req, route.timeout)
-            .await
-            .map_err(|(e, kind)| {
-                if e != GatewayError::BodyTooLarge {
-                    trace.upstream_failure = Some(kind);
-                }
-                e
-            })?;
+        let response = upstream::send(
+            self.state.pool(),
+            &route.upstream,
+            upstream_req,
+            route.timeout,
+        )
+        .await
+        .map_err(|(e, kind)| {
+            if e != GatewayError::BodyTooLarge {
+                trace.upstream_failure = Some(kind);
+            }
+            e
+        })?;
         // 8. finish
         Ok(finish(response))
     }
@@ -231,12 +239,14 @@ fn build_upstream_request(
         return Err(GatewayError::BodyTooLarge);
     }
     let (mut parts, body) = req.into_parts();
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| parts.uri.authority().map(|a| a.to_string()));
+    // The Host the client used (HTTP/1.1), or its :authority (HTTP/2).
+    let host = match parts.headers.get(header::HOST) {
+        Some(h) => Some(h.clone()),
+        None => parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    };
 
     let headers = &mut parts.headers;
     forward::strip_hop_by_hop(headers);
@@ -246,32 +256,43 @@ fn build_upstream_request(
     if !route.forward_token {
         headers.remove(header::AUTHORIZATION);
     }
-    // The client connects to the upstream's authority; hyper sets Host from the URI.
-    headers.remove(header::HOST);
+    // The request goes to the upstream's authority, and says so (RFC 9110 §7.2).
+    headers.insert(header::HOST, route.upstream.host.clone());
     forward::set_forwarded(
         headers,
         &ClientInfo {
             ip: conn.peer.ip(),
             proto: if conn.tls { "https" } else { "http" },
-            host: host.as_deref(),
+            host: host.as_ref(),
         },
     );
     if let Some(t) = token {
         forward::add_claim_headers(headers, &route.claims_to_headers, &t.claims);
     }
-    parts.uri = route
-        .upstream_uri(path, parts.uri.query())
-        .map_err(|_| GatewayError::BadRequestTarget("the request target cannot be forwarded"))?;
+    parts.uri = match parts.uri.path_and_query() {
+        // Nothing to rewrite: the client's own target goes on, shared rather than copied.
+        Some(pq) if !route.rewrites_path() && pq.path() == path => Uri::from(pq.clone()),
+        _ => route
+            .upstream_target(path, parts.uri.query())
+            .map_err(|_| {
+                GatewayError::BadRequestTarget("the request target cannot be forwarded")
+            })?,
+    };
     // Upstreams are spoken to over HTTP/1.1 whatever the client used.
     parts.version = Version::HTTP_11;
-    let body = Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX))
-        .map_err(Into::into)
-        .boxed();
+    let body = if body.is_end_stream() {
+        // No body at all (most GETs): nothing to stream or cap.
+        crate::body::empty()
+    } else {
+        Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX))
+            .map_err(Into::into)
+            .boxed()
+    };
     Ok(Request::from_parts(parts, body))
 }
 
 /// Stage 8: the response the client receives.
-fn finish(response: Response<Incoming>) -> Response<Body> {
+fn finish(response: Response<Body>) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
     // A Content-Length next to a Transfer-Encoding is a request-smuggling vector (RFC 9112
     // §6.3): the length is meaningless, and hyper re-frames the body for the client anyway.
@@ -279,5 +300,5 @@ fn finish(response: Response<Incoming>) -> Response<Body> {
         parts.headers.remove(header::CONTENT_LENGTH);
     }
     forward::strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, body.map_err(Into::into).boxed())
+    Response::from_parts(parts, body)
 }

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{HeaderName, Method, Uri};
 
 use crate::auth::scopes::ScopeRequirement;
@@ -46,6 +47,26 @@ pub struct Upstream {
     pub display: String,
     /// `ca_file` of an `https://` upstream; `None` = the system roots.
     pub ca: Option<UpstreamCa>,
+    /// The Host header of requests to it (`host_header`).
+    pub host: http::HeaderValue,
+}
+
+/// The Host header for an authority: without the scheme's default port, as clients write it
+/// (RFC 9110 §7.2, §4.2.1). `None` only for an authority no URI parser would have accepted.
+pub fn host_header(
+    scheme: &http::uri::Scheme,
+    authority: &http::uri::Authority,
+) -> Option<http::HeaderValue> {
+    let default = if *scheme == http::uri::Scheme::HTTPS {
+        443
+    } else {
+        80
+    };
+    let text = match authority.port_u16() {
+        Some(port) if port == default => authority.host(),
+        _ => authority.as_str(),
+    };
+    http::HeaderValue::from_str(text).ok()
 }
 
 /// One compiled route.
@@ -100,18 +121,34 @@ impl Route {
         }
     }
 
+    /// Whether the upstream sees another path than the client sent.
+    pub fn rewrites_path(&self) -> bool {
+        self.strip_prefix.is_some() || !self.upstream.base_path.is_empty()
+    }
+
     /// The full upstream URI for a request path and query.
     pub fn upstream_uri(&self, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
+        Uri::builder()
+            .scheme(self.upstream.scheme.clone())
+            .authority(self.upstream.authority.clone())
+            .path_and_query(self.upstream_path_and_query(path, query))
+            .build()
+    }
+
+    /// The request target the upstream receives, in origin form (RFC 9112 §3.2.1).
+    pub fn upstream_target(&self, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
+        Ok(Uri::from_maybe_shared(Bytes::from(
+            self.upstream_path_and_query(path, query),
+        ))?)
+    }
+
+    fn upstream_path_and_query(&self, path: &str, query: Option<&str>) -> String {
         let mut pq = self.upstream_path(path);
         if let Some(q) = query {
             pq.push('?');
             pq.push_str(q);
         }
-        Uri::builder()
-            .scheme(self.upstream.scheme.clone())
-            .authority(self.upstream.authority.clone())
-            .path_and_query(pq)
-            .build()
+        pq
     }
 }
 
@@ -232,6 +269,7 @@ mod tests {
                 base_path: String::new(),
                 display: "http://127.0.0.1:1".into(),
                 ca: None,
+                host: http::HeaderValue::from_static("127.0.0.1:1"),
             },
             strip_prefix: None,
             auth: AuthMode::None,
@@ -251,6 +289,19 @@ mod tests {
             Match::MethodNotAllowed(allow) => format!("405 {allow}"),
             Match::NotFound => "404".into(),
         }
+    }
+
+    #[test]
+    fn host_header_leaves_out_only_the_default_port() {
+        let host = |scheme: http::uri::Scheme, authority: &str| {
+            host_header(&scheme, &authority.parse().unwrap()).unwrap()
+        };
+        use http::uri::Scheme;
+        assert_eq!(host(Scheme::HTTP, "orders:80"), "orders");
+        assert_eq!(host(Scheme::HTTP, "orders:443"), "orders:443");
+        assert_eq!(host(Scheme::HTTPS, "orders:443"), "orders");
+        assert_eq!(host(Scheme::HTTPS, "[::1]:8443"), "[::1]:8443");
+        assert_eq!(host(Scheme::HTTP, "10.0.0.1"), "10.0.0.1");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::auth::remote::RemoteRegistry;
 use crate::auth::Issuers;
 use crate::metrics::Metrics;
 use crate::routes::RouteTable;
-use crate::upstream::Clients;
+use crate::upstream::{Key, Pool};
 
 /// Server limits, compiled from `limits:` with named defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,8 +108,8 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// The swappable holder shared by the server, the admin listener and (later) reloads.
 pub struct SharedState {
     current: ArcSwap<Snapshot>,
-    /// Upstream clients and their connection pools: they survive reloads.
-    clients: Clients,
+    /// Upstream connection pools: they survive reloads.
+    pool: Pool,
     /// Remote key stores: a reload keeps those of unchanged issuers.
     remote: RemoteRegistry,
     /// The newest rejected config's errors, until a good reload clears them.
@@ -127,7 +127,10 @@ impl SharedState {
         Arc::new(SharedState {
             metrics,
             remote,
-            clients: Clients::new(&snapshot.limits),
+            pool: Pool::new(
+                snapshot.limits.upstream_connect_timeout,
+                snapshot.limits.upstream_idle_timeout,
+            ),
             current: ArcSwap::from_pointee(snapshot),
             last_error: Mutex::new(None),
             ready: AtomicBool::new(false),
@@ -163,13 +166,14 @@ impl SharedState {
         self.metrics.bind(&snapshot);
         let snapshot = Arc::new(snapshot);
         self.current.store(Arc::clone(&snapshot));
-        // Pools of CA bundles the new config no longer names go; the others stay warm.
-        let in_use: std::collections::HashSet<&str> = snapshot
+        // Idle connections to upstreams (or through CA bundles) the new config no longer
+        // names go; the others stay warm.
+        let in_use: std::collections::HashSet<Key> = snapshot
             .routes
             .routes()
-            .filter_map(|r| r.upstream.ca.as_ref().map(|c| c.digest.as_str()))
+            .map(|r| Key::of(&r.upstream))
             .collect();
-        self.clients.retain(&in_use);
+        self.pool.retain(|key| in_use.contains(key));
         snapshot
     }
 
@@ -177,8 +181,8 @@ impl SharedState {
         &self.metrics
     }
 
-    pub fn clients(&self) -> &Clients {
-        &self.clients
+    pub fn pool(&self) -> &Pool {
+        &self.pool
     }
 
     pub fn remote_registry(&self) -> &RemoteRegistry {

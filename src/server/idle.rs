@@ -28,7 +28,6 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use http::Request;
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -204,11 +203,12 @@ pub async fn serve_h1<H: Handler>(
             Box::pin(async move {
                 let response = handler.call(req, conn).await;
                 Ok::<_, Infallible>(response.map(|inner| {
+                    // Not boxed again: hyper takes any body type, and one box per response
+                    // (the handler's) is enough.
                     Guarded {
                         inner,
                         _in_flight: in_flight,
                     }
-                    .boxed()
                 }))
             })
         })
@@ -273,7 +273,7 @@ async fn drive<S>(
     stop: &mut watch::Receiver<bool>,
 ) -> Ended
 where
-    S: hyper::service::HttpService<Incoming, ResBody = Body>,
+    S: hyper::service::HttpService<Incoming, ResBody = Guarded>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let park_after = Duration::from_millis(PARK_AFTER_MS);

@@ -252,7 +252,11 @@ fn upstream(text: &str, path: &str, diags: &mut Diagnostics) -> Option<Upstream>
         return fail(diags, "a query or fragment is not allowed");
     }
     let base_path = uri.path().trim_end_matches('/').to_string();
+    let Some(host) = crate::routes::host_header(&scheme, &authority) else {
+        return fail(diags, "its host cannot be sent in a Host header");
+    };
     Some(Upstream {
+        host,
         scheme,
         authority,
         base_path,

@@ -1,0 +1,300 @@
+//! Upstream HTTP/1.1 connections, pooled per (scheme, authority, CA bundle) and driven by the
+//! requests that use them.
+//!
+//! hyper-util's pooled client runs each upstream connection as a task of its own: every
+//! request hops from the client connection's task to the upstream connection's task and back,
+//! and one more task is spawned per request to put the connection back in the pool. Here a
+//! checked-out connection is polled by the request's own task, while it waits for the
+//! response head and then while the response body streams to the client, and goes back to
+//! the pool when the body ends. A connection in the pool is polled by no one: a sweeper drops
+//! those idle longer than `upstream_idle_timeout_ms`, and a checkout polls a connection once
+//! before use, which finds one the upstream has closed in the meantime.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http::uri::Authority;
+use hyper::client::conn::http1::{Connection, SendRequest};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+
+use super::stream::Stream;
+use crate::body::Body;
+use crate::routes::Upstream;
+
+/// Idle connections kept per upstream; enough for a wrk run of a few hundred connections
+/// without reconnect churn.
+const POOL_MAX_IDLE_PER_UPSTREAM: usize = 1024;
+/// How often idle connections are checked against the idle timeout, at most.
+const POOL_SWEEP_INTERVAL_MAX_MS: u64 = 5_000;
+/// The ALPN protocol offered to TLS upstreams: tollgate speaks HTTP/1.1 to upstreams.
+const ALPN_HTTP1: &[u8] = b"http/1.1";
+
+/// What identifies interchangeable connections.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    tls: bool,
+    authority: Authority,
+    /// The digest of the route's `ca_file`; `None`: the system roots.
+    ca: Option<String>,
+}
+
+impl Key {
+    pub fn of(upstream: &Upstream) -> Key {
+        Key {
+            tls: upstream.scheme == http::uri::Scheme::HTTPS,
+            authority: upstream.authority.clone(),
+            ca: upstream.ca.as_ref().map(|c| c.digest.clone()),
+        }
+    }
+}
+
+/// Why no connection could be had.
+#[derive(Debug)]
+pub enum ConnectError {
+    Timeout,
+    Io(std::io::Error),
+    Tls(std::io::Error),
+    Handshake(hyper::Error),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Timeout => f.write_str("connect timed out"),
+            ConnectError::Io(_) => f.write_str("connect failed"),
+            ConnectError::Tls(_) => f.write_str("TLS handshake failed"),
+            ConnectError::Handshake(_) => f.write_str("HTTP/1.1 handshake failed"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConnectError::Timeout => None,
+            ConnectError::Io(e) | ConnectError::Tls(e) => Some(e),
+            ConnectError::Handshake(e) => Some(e),
+        }
+    }
+}
+
+/// One upstream connection: the sending half and the I/O state machine hyper gives us.
+pub struct Conn {
+    pub sender: SendRequest<Body>,
+    /// Boxed: hyper's connection state is large, and a request's future holds a `Conn` across
+    /// several awaits; moving a box is moving a pointer.
+    driver: Box<Connection<TokioIo<Stream>, Body>>,
+    /// The driver resolved: the connection is closed (or failed) and must not be polled.
+    done: bool,
+    /// Served a request before this one: a send that fails before writing may be retried.
+    pub reused: bool,
+}
+
+impl Conn {
+    /// Lets the connection read and write what it can; `false` once it has ended.
+    pub fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.done {
+            if let Poll::Ready(result) = Pin::new(&mut *self.driver).poll(cx) {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "upstream connection ended with an error");
+                }
+                self.done = true;
+            }
+        }
+        !self.done
+    }
+}
+
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+/// Pools of upstream connections. They outlive config snapshots, so warm connections
+/// survive reloads.
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    idle: Mutex<HashMap<Key, Vec<Idle>>>,
+    /// TLS settings per CA digest (`""` for the system roots), with ALPN set.
+    tls: Mutex<HashMap<String, Arc<rustls::ClientConfig>>>,
+    system_roots: Arc<rustls::ClientConfig>,
+}
+
+impl Pool {
+    pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Pool {
+        let inner = Arc::new(Inner {
+            connect_timeout,
+            idle_timeout,
+            idle: Mutex::new(HashMap::new()),
+            tls: Mutex::new(HashMap::new()),
+            system_roots: Arc::new(crate::tls::client_config_with_system_roots()),
+        });
+        // Outside a runtime (`check`, unit tests) nothing is ever pooled, so nothing to sweep.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(sweep(Arc::downgrade(&inner)));
+        }
+        Pool { inner }
+    }
+
+    /// An open connection for `upstream`: a pooled one if any is usable, else a new one.
+    pub async fn checkout(&self, upstream: &Upstream, key: &Key) -> Result<Conn, ConnectError> {
+        if let Some(conn) = std::future::poll_fn(|cx| Poll::Ready(self.inner.pooled(key, cx))).await
+        {
+            return Ok(conn);
+        }
+        // Boxed: a connect (TCP, TLS and HTTP handshakes) is a large future, and every
+        // request's future would otherwise carry its room (and copy it) for the rare case.
+        Box::pin(self.connect(upstream, key)).await
+    }
+
+    /// A new connection, bypassing the pool.
+    pub async fn connect(&self, upstream: &Upstream, key: &Key) -> Result<Conn, ConnectError> {
+        let host = upstream.authority.host();
+        // `Authority::host` keeps the brackets of an IPv6 literal; the resolver wants none.
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let port = upstream
+            .authority
+            .port_u16()
+            .unwrap_or(if key.tls { 443 } else { 80 });
+        let tcp =
+            tokio::time::timeout(self.inner.connect_timeout, TcpStream::connect((host, port)))
+                .await
+                .map_err(|_| ConnectError::Timeout)?
+                .map_err(ConnectError::Io)?;
+        let _ = tcp.set_nodelay(true);
+        let stream = if key.tls {
+            let name = ServerName::try_from(host.to_owned()).map_err(|e| {
+                ConnectError::Tls(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+            })?;
+            let connector = tokio_rustls::TlsConnector::from(self.inner.tls_config(upstream));
+            // The TLS handshake counts against the connect timeout too.
+            let tls =
+                tokio::time::timeout(self.inner.connect_timeout, connector.connect(name, tcp))
+                    .await
+                    .map_err(|_| ConnectError::Timeout)?
+                    .map_err(ConnectError::Tls)?;
+            Stream::Tls(Box::new(tls))
+        } else {
+            Stream::Plain(tcp)
+        };
+        let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(ConnectError::Handshake)?;
+        Ok(Conn {
+            sender,
+            driver: Box::new(driver),
+            done: false,
+            reused: false,
+        })
+    }
+
+    /// Puts a connection whose exchange is complete back, if it can serve another request.
+    pub fn release(&self, key: Key, mut conn: Conn, cx: &mut Context<'_>) {
+        // One more turn lets hyper finish the exchange and get ready for the next request.
+        if !conn.drive(cx) || conn.sender.is_closed() {
+            return;
+        }
+        conn.reused = true;
+        let mut idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.entry(key).or_default();
+        if list.len() < POOL_MAX_IDLE_PER_UPSTREAM {
+            list.push(Idle {
+                conn,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Drops the idle connections of upstreams for which `keep` says no (after a reload).
+    pub fn retain(&self, keep: impl Fn(&Key) -> bool) {
+        let mut idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.retain(|key, _| keep(key));
+        drop(idle);
+        let mut tls = self.inner.tls.lock().unwrap_or_else(|p| p.into_inner());
+        tls.clear();
+    }
+
+    /// Idle connections now pooled, over all upstreams.
+    pub fn idle_count(&self) -> usize {
+        let idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.values().map(Vec::len).sum()
+    }
+}
+
+impl Inner {
+    /// The most recently used idle connection still open and ready, dropping the others met.
+    fn pooled(&self, key: &Key, cx: &mut Context<'_>) -> Option<Conn> {
+        loop {
+            let Idle { mut conn, since } = {
+                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                idle.get_mut(key)?.pop()?
+            };
+            // Polling once reads what arrived while nobody looked: an EOF from an upstream
+            // that closed the connection ends the driver here, before a request is lost on it.
+            if since.elapsed() < self.idle_timeout && conn.drive(cx) && conn.sender.is_ready() {
+                return Some(conn);
+            }
+        }
+    }
+
+    fn tls_config(&self, upstream: &Upstream) -> Arc<rustls::ClientConfig> {
+        let digest = upstream.ca.as_ref().map_or("", |c| c.digest.as_str());
+        let mut map = self.tls.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(config) = map.get(digest) {
+            return Arc::clone(config);
+        }
+        let mut config = match &upstream.ca {
+            Some(ca) => (*ca.config).clone(),
+            None => (*self.system_roots).clone(),
+        };
+        config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
+        let config = Arc::new(config);
+        map.insert(digest.to_owned(), Arc::clone(&config));
+        config
+    }
+}
+
+/// Drops connections idle longer than the idle timeout, until the pool is dropped.
+async fn sweep(pool: Weak<Inner>) {
+    let every = match pool.upgrade() {
+        Some(p) => (p.idle_timeout / 2).min(Duration::from_millis(POOL_SWEEP_INTERVAL_MAX_MS)),
+        None => return,
+    };
+    let mut ticks = tokio::time::interval(every.max(Duration::from_millis(1)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(pool) = pool.upgrade() else { return };
+        let expired: Vec<Idle> = {
+            let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let mut expired = Vec::new();
+            for list in idle.values_mut() {
+                // Oldest first: connections are pushed as they are released.
+                let stale = list
+                    .iter()
+                    .take_while(|i| i.since.elapsed() >= pool.idle_timeout)
+                    .count();
+                expired.extend(list.drain(..stale));
+            }
+            idle.retain(|_, list| !list.is_empty());
+            expired
+        };
+        // Closed outside the lock: dropping a connection closes its socket.
+        drop(expired);
+    }
+}

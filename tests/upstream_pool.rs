@@ -1,0 +1,270 @@
+//! The upstream connection pool against a raw TCP upstream that writes its answers byte for
+//! byte: connections are reused across every kind of response framing, never reused after
+//! the upstream closed them or after a body was abandoned half-way, and closed once idle
+//! longer than `upstream_idle_timeout_ms`.
+
+#[path = "support/harness.rs"]
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use support::send;
+
+/// An upstream speaking HTTP/1.1 by hand, so the test controls framing and closing exactly.
+struct RawUpstream {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    /// When the gateway closed one of its connections (EOF read while idle).
+    closed_by_gateway: Arc<Mutex<Vec<Instant>>>,
+    /// When the last response was written.
+    answered: Arc<Mutex<Option<Instant>>>,
+    /// Every request head received.
+    heads: Arc<Mutex<Vec<String>>>,
+}
+
+impl RawUpstream {
+    async fn start() -> RawUpstream {
+        RawUpstream::start_on("127.0.0.1:0").await
+    }
+
+    async fn start_on(addr: &str) -> RawUpstream {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let up = RawUpstream {
+            addr: listener.local_addr().unwrap(),
+            accepted: Arc::default(),
+            closed_by_gateway: Arc::default(),
+            answered: Arc::default(),
+            heads: Arc::default(),
+        };
+        let (accepted, closed, answered, heads) = (
+            Arc::clone(&up.accepted),
+            Arc::clone(&up.closed_by_gateway),
+            Arc::clone(&up.answered),
+            Arc::clone(&up.heads),
+        );
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(serve(
+                    stream,
+                    Arc::clone(&closed),
+                    Arc::clone(&answered),
+                    Arc::clone(&heads),
+                ));
+            }
+        });
+        up
+    }
+
+    fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+async fn serve(
+    mut stream: TcpStream,
+    closed: Arc<Mutex<Vec<Instant>>>,
+    answered: Arc<Mutex<Option<Instant>>>,
+    heads: Arc<Mutex<Vec<String>>>,
+) {
+    let mut buf = Vec::new();
+    loop {
+        let head = loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break Some(buf.drain(..end + 4).collect::<Vec<u8>>());
+            }
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let Some(head) = head else {
+            closed.lock().unwrap().push(Instant::now());
+            return;
+        };
+        let head = String::from_utf8_lossy(&head).into_owned();
+        heads.lock().unwrap().push(head.clone());
+        let mut words = head.split_whitespace();
+        let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+        let answer: Vec<u8> = match path {
+            "/len" if method == "HEAD" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n".to_vec(),
+            "/len" | "/once" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello".to_vec(),
+            "/chunked" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+                .to_vec(),
+            "/empty" => b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(),
+            "/stall" => {
+                // Promises a megabyte, sends 16 KiB, then waits for the gateway to give up.
+                let mut a = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n".to_vec();
+                a.extend(std::iter::repeat_n(b'x', 16 * 1024));
+                a
+            }
+            _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(),
+        };
+        if stream.write_all(&answer).await.is_err() {
+            return;
+        }
+        *answered.lock().unwrap() = Some(Instant::now());
+        if path == "/once" {
+            // Closes without a `Connection: close`: the gateway learns it only from the socket.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return;
+        }
+    }
+}
+
+async fn gateway(up: &RawUpstream, idle_ms: u64) -> (tollgate::Running, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("routes.yaml");
+    let yaml = format!(
+        "listen: 127.0.0.1:0
+admin: 127.0.0.1:0
+limits:
+  upstream_idle_timeout_ms: {idle_ms}
+routes:
+  - id: raw
+    path: /
+    upstream: http://{}
+    auth: none
+",
+        up.addr
+    );
+    // (`SocketAddr` displays an IPv6 address in brackets, as a URL wants it.)
+    std::fs::write(&file, yaml).unwrap();
+    let snapshot = tollgate::config::load(&file).unwrap_or_else(|e| panic!("{e}"));
+    (tollgate::start(snapshot).await.unwrap(), dir)
+}
+
+fn request(method: Method, gw: &tollgate::Running, path: &str) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(method)
+        .uri(format!("http://{}{path}", gw.addr))
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn one_upstream_connection_serves_every_kind_of_response_in_turn() {
+    let up = RawUpstream::start().await;
+    let (gw, _dir) = gateway(&up, 60_000).await;
+    for round in 0..3 {
+        let a = send(request(Method::GET, &gw, "/len")).await;
+        assert_eq!(
+            (a.status.as_u16(), a.body.as_str()),
+            (200, "hello"),
+            "round {round}"
+        );
+        assert_eq!(a.header("content-length"), Some("5"));
+        let a = send(request(Method::GET, &gw, "/chunked")).await;
+        assert_eq!((a.status.as_u16(), a.body.as_str()), (200, "hello world"));
+        let a = send(request(Method::GET, &gw, "/empty")).await;
+        assert_eq!((a.status.as_u16(), a.body.as_str()), (204, ""));
+        let a = send(request(Method::HEAD, &gw, "/len")).await;
+        assert_eq!((a.status.as_u16(), a.body.as_str()), (200, ""));
+        assert_eq!(a.header("content-length"), Some("5"));
+    }
+    // Twelve sequential exchanges, each giving the connection back when its body ended.
+    assert_eq!(up.connections(), 1);
+}
+
+#[tokio::test]
+async fn a_connection_the_upstream_closed_while_pooled_is_never_used() {
+    let up = RawUpstream::start().await;
+    let (gw, _dir) = gateway(&up, 60_000).await;
+    for i in 0..5 {
+        let a = send(request(Method::GET, &gw, "/once")).await;
+        assert_eq!(
+            (a.status.as_u16(), a.body.as_str()),
+            (200, "hello"),
+            "request {i}"
+        );
+        // Past the upstream's close: the pooled connection is dead by the next request.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(up.connections(), 5);
+}
+
+#[tokio::test]
+async fn a_body_abandoned_half_way_closes_its_connection_instead_of_pooling_it() {
+    let up = RawUpstream::start().await;
+    let (gw, _dir) = gateway(&up, 60_000).await;
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let resp = client
+        .request(request(Method::GET, &gw, "/stall"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap();
+    assert!(first.data_ref().is_some_and(|d| !d.is_empty()));
+    // The client goes away with most of the body unread.
+    drop(body);
+    drop(client);
+    // The gateway closes the upstream connection it can no longer reuse...
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while up.closed_by_gateway.lock().unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled connection was kept open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...and the next request gets a fresh one and a whole answer.
+    let a = send(request(Method::GET, &gw, "/len")).await;
+    assert_eq!((a.status.as_u16(), a.body.as_str()), (200, "hello"));
+    assert_eq!(up.connections(), 2);
+}
+
+#[tokio::test]
+async fn idle_upstream_connections_are_closed_after_the_idle_timeout() {
+    let up = RawUpstream::start().await;
+    let (gw, _dir) = gateway(&up, 300).await;
+    let a = send(request(Method::GET, &gw, "/len")).await;
+    assert_eq!(a.status, 200);
+    let answered = up.answered.lock().unwrap().expect("the upstream answered");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let closed = loop {
+        if let Some(at) = up.closed_by_gateway.lock().unwrap().first() {
+            break *at;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the idle connection was never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let idle = closed.duration_since(answered);
+    // Not before the timeout, and within one sweep (half the timeout) plus slack after it.
+    assert!(idle >= Duration::from_millis(300), "closed after {idle:?}");
+    assert!(idle < Duration::from_millis(1500), "closed after {idle:?}");
+    // The gateway still serves, on a new connection.
+    let a = send(request(Method::GET, &gw, "/len")).await;
+    assert_eq!((a.status.as_u16(), a.body.as_str()), (200, "hello"));
+    assert_eq!(up.connections(), 2);
+}
+
+#[tokio::test]
+async fn an_ipv6_literal_upstream_is_reached_and_named_in_host() {
+    let up = RawUpstream::start_on("[::1]:0").await;
+    let (gw, _dir) = gateway(&up, 60_000).await;
+    let a = send(request(Method::GET, &gw, "/len")).await;
+    assert_eq!((a.status.as_u16(), a.body.as_str()), (200, "hello"));
+    assert_eq!(up.connections(), 1);
+    let head = up.heads.lock().unwrap().pop().unwrap();
+    let host = format!("\r\nhost: [::1]:{}\r\n", up.addr.port());
+    assert!(head.to_lowercase().contains(&host), "{head}");
+    // Origin form: the upstream is not a proxy (RFC 9112 §3.2.1).
+    assert!(head.starts_with("GET /len HTTP/1.1\r\n"), "{head}");
+}
