@@ -207,6 +207,7 @@ impl Pool {
     pub fn release(&self, key: Key, mut conn: Conn, cx: &mut Context<'_>) {
         // One more turn lets hyper finish the exchange and get ready for the next request.
         if !conn.drive(cx) || conn.sender.is_closed() {
+            tracing::debug!("upstream connection ended with its exchange");
             return;
         }
         conn.reused = true;
@@ -246,9 +247,19 @@ impl Inner {
             };
             // Polling once reads what arrived while nobody looked: an EOF from an upstream
             // that closed the connection ends the driver here, before a request is lost on it.
-            if since.elapsed() < self.idle_timeout && conn.drive(cx) && conn.sender.is_ready() {
-                return Some(conn);
+            if since.elapsed() >= self.idle_timeout {
+                tracing::debug!("idle upstream connection expired");
+                continue;
             }
+            if !conn.drive(cx) {
+                tracing::debug!("pooled upstream connection was closed");
+                continue;
+            }
+            if !conn.sender.is_ready() {
+                tracing::debug!("pooled upstream connection not ready");
+                continue;
+            }
+            return Some(conn);
         }
     }
 

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Where the CPU per request goes: a plain nginx proxy and tollgate (RS256, cache on, one worker
+# thread) in front of the same nginx upstream, wrk on CPU 0, every server on CPU 1, as in
+# bench/run.sh. For each, from /proc/PID/stat and /proc/PID/status over one wrk run:
+# user and system µs per request of the proxy and of the upstream, and the proxy's context
+# switches per request (involuntary ones are the proxy preempted by the upstream it woke).
+# With perf installed, also system calls per request.
+#
+#   bash bench/cpu-split.sh                 # ROUNDS=3 DURATION=5
+#   BIN=/tmp/other-tollgate bash bench/cpu-split.sh
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+BIN=${BIN:-target/release/tollgate}
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-5}
+CONNS=${CONNS:-50}
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need wrk || ! need nginx; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null
+fi
+[ -x "$BIN" ] || cargo build --release --locked
+TCK=$(getconf CLK_TCK)
+W=$(mktemp -d /tmp/tollgate-split.XXXXXX)
+GW=""
+cleanup() {
+    [ -n "$GW" ] && kill "$GW" 2>/dev/null || true
+    for f in "$W"/*.pid; do [ -s "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
+    rm -rf "$W"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+UP=$(free_port)
+PX=$(free_port)
+GP=$(free_port)
+nginx_conf() { # $1 name, $2 server block
+    cat > "$W/$1.conf" <<EOF
+worker_processes 1;
+pid $W/$1.pid;
+error_log $W/$1.error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 10000000;
+    upstream u { server 127.0.0.1:$UP; keepalive 64; }
+    $2
+}
+EOF
+    taskset -c 1 nginx -c "$W/$1.conf" -p "$W"
+    for _ in $(seq 50); do [ -s "$W/$1.pid" ] && break; sleep 0.05; done
+}
+nginx_conf up "server { listen 127.0.0.1:$UP; location / { return 200 'ok\n'; } }"
+nginx_conf proxy "server { listen 127.0.0.1:$PX; location / { proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+worker() { pgrep -P "$(cat "$W/$1.pid")" | head -1; }
+
+ISS=https://idp.split.test
+"$BIN" keygen --alg RS256 --kid k --out "$W/keys" >/dev/null
+TOKEN=$("$BIN" token --key "$W/keys/k.pem" --kid k --iss "$ISS" --aud orders-api --scope orders:read --ttl 2h)
+cat > "$W/gw.yaml" <<EOF
+listen: 127.0.0.1:$GP
+shutdown_grace_secs: 1
+issuers:
+  - id: bench
+    issuer: $ISS
+    audiences: [orders-api]
+    jwks_file: $W/keys/k.jwks.json
+routes:
+  - id: orders
+    path: /api/orders
+    methods: [GET]
+    upstream: http://127.0.0.1:$UP
+    scopes: [orders:read]
+    claims_to_headers: {sub: X-User-Id}
+EOF
+RUST_LOG=warn taskset -c 1 "$BIN" serve --config "$W/gw.yaml" --no-watch --worker-threads 1 2>"$W/gw.log" &
+GW=$!
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$GP/" && break; sleep 0.05; done
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$GP/api/orders/1")
+[ "$code" = 200 ] || { echo "tollgate auth check failed: $code" >&2; exit 1; }
+
+# utime stime voluntary involuntary
+sample() { echo "$(awk '{print $14, $15}' "/proc/$1/stat") $(awk '/^voluntary_ctxt/ {v=$2} /^nonvoluntary_ctxt/ {n=$2} END {print v, n}' "/proc/$1/status")"; }
+
+measure() { # $1 label, $2 port, $3 proxy pid
+    local url="http://127.0.0.1:$2/api/orders/1" up pb ub pa ua out reqs sc=""
+    up=$(worker up)
+    taskset -c 0 wrk -t1 -c"$CONNS" -d2s -H "Authorization: Bearer $TOKEN" "$url" >/dev/null
+    pb=$(sample "$3"); ub=$(sample "$up")
+    if need perf; then
+        perf stat -e raw_syscalls:sys_enter -p "$3" -o "$W/perf.txt" -- sleep "$((DURATION + 1))" 2>/dev/null &
+        local perf_pid=$!
+    fi
+    out=$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "Authorization: Bearer $TOKEN" "$url")
+    pa=$(sample "$3"); ua=$(sample "$up")
+    if need perf; then
+        wait "$perf_pid" || true
+        sc=$(awk '/sys_enter/ {gsub(",", "", $1); print $1}' "$W/perf.txt")
+    fi
+    reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+    if grep -q "Non-2xx" <<<"$out"; then echo "non-2xx responses in $1: $out" >&2; exit 1; fi
+    awk -v l="$1" -v n="$reqs" -v t="$DURATION" -v k="$TCK" -v sc="${sc:-0}" -v pb="$pb" -v pa="$pa" -v ub="$ub" -v ua="$ua" 'BEGIN {
+        split(pb, b); split(pa, a); split(ub, c); split(ua, d); f = 1e6 / k / n
+        printf "%-9s %8.0f %9.2f %9.2f %9.2f %9.2f %9.2f %8.3f %8.3f %8s\n", l, n / t,
+            (a[1] - b[1]) * f, (a[2] - b[2]) * f, (d[1] - c[1]) * f, (d[2] - c[2]) * f,
+            (a[1] + a[2] - b[1] - b[2] + d[1] + d[2] - c[1] - c[2]) * f,
+            (a[3] - b[3]) / n, (a[4] - b[4]) / n, (sc > 0 ? sprintf("%.2f", sc / n) : "-") }'
+}
+
+printf '%-9s %8s %9s %9s %9s %9s %9s %8s %8s %8s\n' proxy "req/s" "user us" "sys us" "up user" "up sys" "total us" "vol cs" "invol cs" "syscalls"
+for _ in $(seq "$ROUNDS"); do
+    measure nginx "$PX" "$(worker proxy)"
+    measure tollgate "$GP" "$GW"
+done
