@@ -13,7 +13,7 @@ if ! need nginx; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null
 fi
 cargo build --release --locked -q
-BIN=$PWD/target/release/tollgate
+BIN=${BIN:-$PWD/target/release/tollgate}
 ulimit -n "$(ulimit -Hn)"  # the client and the gateway each hold N sockets
 
 W=$(mktemp -d /tmp/tollgate-conns.XXXXXX)

@@ -53,7 +53,11 @@ fn method_not_allowed(allow: &'static str) -> Response<Body> {
 impl Admin {
     /// Prometheus text format (0.0.4).
     fn metrics(&self) -> Response<Body> {
-        let text = crate::metrics::render(self.state.metrics(), self.state.snapshot());
+        let text = crate::metrics::render(
+            self.state.metrics(),
+            self.state.snapshot(),
+            self.state.pool().idle_counts(),
+        );
         match text {
             Ok(text) => {
                 let mut r = Response::new(full(text));

@@ -1,7 +1,7 @@
 //! Handing freed heap memory back to the operating system after connections park.
 //!
-//! When idle HTTP/1 connections park (`server/idle.rs`), hyper's 16 KiB of buffers per
-//! connection are freed, but glibc's malloc keeps freed memory inside its heaps resident
+//! When idle HTTP/1 connections park (`server/idle.rs`, and upstream ones in
+//! `upstream/pool.rs`), hyper's 16 KiB of buffers per connection are freed, but glibc's malloc keeps freed memory inside its heaps resident
 //! unless it sits at the very top: with 10,000 parked connections RSS stayed at 87 MiB, and
 //! `malloc_trim(0)` brought it to 56 MiB (bench/results/connections.txt). So a parking
 //! schedules one trim [`RELEASE_DELAY_MS`] later; parkings in the meantime ride along, so a

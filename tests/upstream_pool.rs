@@ -1,7 +1,7 @@
 //! The upstream connection pool against a raw TCP upstream that writes its answers byte for
 //! byte: connections are reused across every kind of response framing, never reused after
 //! the upstream closed them or after a body was abandoned half-way, and closed once idle
-//! longer than `upstream_idle_timeout_ms`.
+//! longer than `upstream_idle_timeout_ms`; idle ones give up hyper's buffers after a second.
 
 #[path = "support/harness.rs"]
 mod support;
@@ -267,4 +267,66 @@ async fn an_ipv6_literal_upstream_is_reached_and_named_in_host() {
     assert!(head.to_lowercase().contains(&host), "{head}");
     // Origin form: the upstream is not a proxy (RFC 9112 §3.2.1).
     assert!(head.starts_with("GET /len HTTP/1.1\r\n"), "{head}");
+}
+
+/// `tollgate_upstream_idle_connections` as (live, parked).
+async fn idle_gauge(gw: &tollgate::Running) -> (u64, u64) {
+    let admin = gw
+        .admin_addr
+        .expect("the test config has an admin listener");
+    let text = support::get(&format!("http://{admin}/-/metrics"), None)
+        .await
+        .body;
+    let value = |state: &str| {
+        let prefix = format!("tollgate_upstream_idle_connections{{state=\"{state}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("no {prefix} in the metrics"))
+            .parse::<u64>()
+            .unwrap()
+    };
+    (value("live"), value("parked"))
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_parked_and_then_serves_the_next_request() {
+    let up = RawUpstream::start().await;
+    let (gw, _dir) = gateway(&up, 60_000).await;
+    let a = send(request(Method::GET, &gw, "/len")).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(idle_gauge(&gw).await, (1, 0));
+    // Parked after 1 s idle, at the next sweep (every second).
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while idle_gauge(&gw).await != (0, 1) {
+        assert!(
+            Instant::now() < deadline,
+            "never parked: {:?}",
+            idle_gauge(&gw).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The parked socket carries the next exchanges, and is live again after them.
+    for path in ["/chunked", "/len"] {
+        let a = send(request(Method::GET, &gw, path)).await;
+        assert_eq!(a.status, 200, "{path}");
+    }
+    assert_eq!(up.connections(), 1);
+    assert_eq!(idle_gauge(&gw).await, (1, 0));
+}
+
+#[tokio::test]
+async fn a_parked_connection_the_upstream_closed_is_never_used() {
+    let up = RawUpstream::start().await;
+    let (gw, _dir) = gateway(&up, 60_000).await;
+    let a = send(request(Method::GET, &gw, "/once")).await;
+    assert_eq!(a.status, 200);
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while idle_gauge(&gw).await.1 != 1 {
+        assert!(Instant::now() < deadline, "never parked");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The upstream closed that socket 50 ms after answering, long before it was parked.
+    let a = send(request(Method::GET, &gw, "/len")).await;
+    assert_eq!((a.status.as_u16(), a.body.as_str()), (200, "hello"));
+    assert_eq!(up.connections(), 2);
 }

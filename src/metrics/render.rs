@@ -24,12 +24,17 @@ pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 /// Label value of requests that matched no route and of rejections with no known issuer.
 const NONE_LABEL: &str = "";
 
-/// The whole exposition.
-pub fn render(metrics: &Arc<Metrics>, snapshot: Arc<Snapshot>) -> Result<String, std::fmt::Error> {
+/// The whole exposition; `upstream_idle` is the pool's (live, parked) idle connections.
+pub fn render(
+    metrics: &Arc<Metrics>,
+    snapshot: Arc<Snapshot>,
+    upstream_idle: (usize, usize),
+) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::with_prefix("tollgate");
     registry.register_collector(Box::new(Scrape {
         metrics: Arc::clone(metrics),
         snapshot,
+        upstream_idle,
     }));
     let mut out = String::new();
     prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)?;
@@ -40,6 +45,7 @@ pub fn render(metrics: &Arc<Metrics>, snapshot: Arc<Snapshot>) -> Result<String,
 struct Scrape {
     metrics: Arc<Metrics>,
     snapshot: Arc<Snapshot>,
+    upstream_idle: (usize, usize),
 }
 
 fn counter(e: MetricEncoder<'_>, value: u64) -> Result<(), std::fmt::Error> {
@@ -236,6 +242,19 @@ impl Scrape {
             MetricType::Gauge,
         )?
         .encode_gauge(&self.metrics.parked_connections.load(Ordering::Relaxed))?;
+        let mut family = enc.encode_descriptor(
+            "upstream_idle_connections",
+            "Pooled upstream connections waiting for a request, by state (live; parked: only \
+             the socket, after 1 s idle).",
+            None,
+            MetricType::Gauge,
+        )?;
+        let (live, parked) = self.upstream_idle;
+        for (state, n) in [("live", live), ("parked", parked)] {
+            family
+                .encode_family(&[("state", state)])?
+                .encode_gauge(&n)?;
+        }
         enc.encode_descriptor(
             "build_info",
             "The running build (always 1).",

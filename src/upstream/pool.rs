@@ -30,8 +30,11 @@ use crate::routes::Upstream;
 /// Idle connections kept per upstream; enough for a wrk run of a few hundred connections
 /// without reconnect churn.
 const POOL_MAX_IDLE_PER_UPSTREAM: usize = 1024;
-/// How often idle connections are checked against the idle timeout, at most.
-const POOL_SWEEP_INTERVAL_MAX_MS: u64 = 5_000;
+/// How often idle connections are swept (parked, or closed after the idle timeout), at most.
+const POOL_SWEEP_INTERVAL_MAX_MS: u64 = 1_000;
+/// An idle connection unused this long gives up hyper's buffers (about 16 KiB: read and write)
+/// and keeps only its socket, like the client side's parked connections (`server::idle`).
+const UPSTREAM_PARK_AFTER_MS: u64 = 1_000;
 /// The ALPN protocol offered to TLS upstreams: tollgate speaks HTTP/1.1 to upstreams.
 const ALPN_HTTP1: &[u8] = b"http/1.1";
 
@@ -111,8 +114,40 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// The bare socket of an idle connection; `None` if it ended or holds unread bytes (an
+    /// upstream that talks out of turn is not trusted with the next request).
+    fn park(self) -> Option<Stream> {
+        if self.done {
+            return None;
+        }
+        let parts = self.driver.into_parts();
+        parts.read_buf.is_empty().then(|| parts.io.into_inner())
+    }
+
+    /// A connection again from a parked socket; hyper's HTTP/1 handshake does no I/O.
+    fn unpark(stream: Stream, cx: &mut Context<'_>) -> Option<Conn> {
+        let handshake = hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(stream));
+        match std::pin::pin!(handshake).poll(cx) {
+            Poll::Ready(Ok((sender, driver))) => Some(Conn {
+                sender,
+                driver: Box::new(driver),
+                done: false,
+                reused: true,
+            }),
+            Poll::Ready(Err(_)) | Poll::Pending => None,
+        }
+    }
+}
+
+/// An idle connection: whole, or parked as its socket after `UPSTREAM_PARK_AFTER_MS`.
+enum Held {
+    Live(Conn),
+    Parked(Stream),
+}
+
 struct Idle {
-    conn: Conn,
+    held: Held,
     since: Instant,
 }
 
@@ -215,7 +250,7 @@ impl Pool {
         let list = idle.entry(key).or_default();
         if list.len() < POOL_MAX_IDLE_PER_UPSTREAM {
             list.push(Idle {
-                conn,
+                held: Held::Live(conn),
                 since: Instant::now(),
             });
         }
@@ -230,10 +265,16 @@ impl Pool {
         tls.clear();
     }
 
-    /// Idle connections now pooled, over all upstreams.
-    pub fn idle_count(&self) -> usize {
+    /// Idle connections now pooled, over all upstreams: (live, parked).
+    pub fn idle_counts(&self) -> (usize, usize) {
         let idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.values().map(Vec::len).sum()
+        let parked = idle
+            .values()
+            .flatten()
+            .filter(|i| matches!(i.held, Held::Parked(_)))
+            .count();
+        let all: usize = idle.values().map(Vec::len).sum();
+        (all - parked, parked)
     }
 }
 
@@ -241,16 +282,23 @@ impl Inner {
     /// The most recently used idle connection still open and ready, dropping the others met.
     fn pooled(&self, key: &Key, cx: &mut Context<'_>) -> Option<Conn> {
         loop {
-            let Idle { mut conn, since } = {
+            let Idle { held, since } = {
                 let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
                 idle.get_mut(key)?.pop()?
             };
-            // Polling once reads what arrived while nobody looked: an EOF from an upstream
-            // that closed the connection ends the driver here, before a request is lost on it.
             if since.elapsed() >= self.idle_timeout {
                 tracing::debug!("idle upstream connection expired");
                 continue;
             }
+            let mut conn = match held {
+                Held::Live(conn) => conn,
+                Held::Parked(stream) => match Conn::unpark(stream, cx) {
+                    Some(conn) => conn,
+                    None => continue,
+                },
+            };
+            // Polling once reads what arrived while nobody looked: an EOF from an upstream
+            // that closed the connection ends the driver here, before a request is lost on it.
             if !conn.drive(cx) {
                 tracing::debug!("pooled upstream connection was closed");
                 continue;
@@ -280,32 +328,56 @@ impl Inner {
     }
 }
 
-/// Drops connections idle longer than the idle timeout, until the pool is dropped.
+/// Until the pool is dropped: closes connections idle longer than the idle timeout, and parks
+/// those idle longer than `UPSTREAM_PARK_AFTER_MS`.
 async fn sweep(pool: Weak<Inner>) {
     let every = match pool.upgrade() {
         Some(p) => (p.idle_timeout / 2).min(Duration::from_millis(POOL_SWEEP_INTERVAL_MAX_MS)),
         None => return,
     };
+    let park_after = Duration::from_millis(UPSTREAM_PARK_AFTER_MS);
     let mut ticks = tokio::time::interval(every.max(Duration::from_millis(1)));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
         let Some(pool) = pool.upgrade() else { return };
-        let expired: Vec<Idle> = {
+        let mut closed: Vec<Idle> = Vec::new();
+        let mut parked_any = false;
+        {
             let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
-            let mut expired = Vec::new();
             for list in idle.values_mut() {
                 // Oldest first: connections are pushed as they are released.
                 let stale = list
                     .iter()
                     .take_while(|i| i.since.elapsed() >= pool.idle_timeout)
                     .count();
-                expired.extend(list.drain(..stale));
+                closed.extend(list.drain(..stale));
+                let parkable = list
+                    .iter()
+                    .take_while(|i| i.since.elapsed() >= park_after)
+                    .count();
+                let kept: Vec<Idle> = list
+                    .drain(..parkable)
+                    .filter_map(|i| match i.held {
+                        Held::Live(conn) => {
+                            parked_any = true;
+                            conn.park().map(|stream| Idle {
+                                held: Held::Parked(stream),
+                                since: i.since,
+                            })
+                        }
+                        Held::Parked(_) => Some(i),
+                    })
+                    .collect();
+                list.splice(..0, kept);
             }
             idle.retain(|_, list| !list.is_empty());
-            expired
-        };
+        }
         // Closed outside the lock: dropping a connection closes its socket.
-        drop(expired);
+        drop(closed);
+        if parked_any {
+            // Their buffers are free: let the heap hand them back (see `heap`).
+            crate::heap::freed();
+        }
     }
 }
