@@ -118,6 +118,7 @@ fn write_ip(buf: &mut [u8; 48], ip: IpAddr) -> &[u8] {
         let len = usize::try_from(cursor.position()).unwrap_or(0);
         return &buf[..len];
     };
+    // At most 15 bytes ("255.255.255.255") go into the 48: every index below is in bounds.
     let mut len = 0;
     for (i, octet) in v4.octets().into_iter().enumerate() {
         if i > 0 {
