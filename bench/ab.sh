@@ -35,7 +35,8 @@ cleanup() {
     rm -rf "$W"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 UP=$(free_port)
 cat > "$W/up.conf" <<EOF
@@ -57,34 +58,10 @@ ISS=https://idp.ab.test
 "$B" keygen --alg RS256 --kid k --out "$W/keys" >/dev/null
 TOKEN=$("$B" token --key "$W/keys/k.pem" --kid k --iss "$ISS" --aud orders-api --scope orders:read --ttl 2h)
 
-cpu_ticks() { # sum of utime+stime of the given pids
-    local t=0
-    for p in "$@"; do
-        t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-    done
-    echo "$t"
-}
-
 run_one() { # $1 binary -> prints "req/s cpu_us_per_req"
     local port pid
     port=$(free_port)
-    cat > "$W/gw.yaml" <<EOF
-listen: 127.0.0.1:$port
-shutdown_grace_secs: 1
-token_cache: {enabled: $CACHE}
-issuers:
-  - id: bench
-    issuer: $ISS
-    audiences: [orders-api]
-    jwks_file: $W/keys/k.jwks.json
-routes:
-  - id: orders
-    path: /api/orders
-    methods: [GET]
-    upstream: http://127.0.0.1:$UP
-    scopes: [orders:read]
-    claims_to_headers: {sub: X-User-Id}
-EOF
+    gateway_config "$port" "$UP" "$ISS" "$W/keys/k.jwks.json" "$CACHE" > "$W/gw.yaml"
     # shellcheck disable=SC2086
     RUST_LOG=warn taskset -c "$SERVER_CPU" "$1" serve --config "$W/gw.yaml" --no-watch $SERVE_ARGS 2>>"$W/gw.log" &
     pid=$!

@@ -31,7 +31,8 @@ cleanup() {
     rm -rf "$W"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 UP=$(free_port)
 PX=$(free_port)
@@ -59,22 +60,7 @@ worker() { pgrep -P "$(cat "$W/$1.pid")" | head -1; }
 ISS=https://idp.split.test
 "$BIN" keygen --alg RS256 --kid k --out "$W/keys" >/dev/null
 TOKEN=$("$BIN" token --key "$W/keys/k.pem" --kid k --iss "$ISS" --aud orders-api --scope orders:read --ttl 2h)
-cat > "$W/gw.yaml" <<EOF
-listen: 127.0.0.1:$GP
-shutdown_grace_secs: 1
-issuers:
-  - id: bench
-    issuer: $ISS
-    audiences: [orders-api]
-    jwks_file: $W/keys/k.jwks.json
-routes:
-  - id: orders
-    path: /api/orders
-    methods: [GET]
-    upstream: http://127.0.0.1:$UP
-    scopes: [orders:read]
-    claims_to_headers: {sub: X-User-Id}
-EOF
+gateway_config "$GP" "$UP" "$ISS" "$W/keys/k.jwks.json" true > "$W/gw.yaml"
 RUST_LOG=warn taskset -c 1 "$BIN" serve --config "$W/gw.yaml" --no-watch --worker-threads 1 2>"$W/gw.log" &
 GW=$!
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$GP/" && break; sleep 0.05; done

@@ -35,7 +35,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 UP1=$(free_port); UP2=$(free_port); GW=$(free_port); ADMIN=$(free_port)
 
 # Two upstreams that identify themselves: nginx, one worker, no access log.

@@ -38,7 +38,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 UP=$(free_port); UP_STATUS=$(free_port)
 
 # Keys and tokens: RS256 and ES256, valid and wrong-scope.
@@ -112,25 +113,6 @@ backend be
 EOF
 }
 
-tollgate_config() { # $1 alg (rs256|es256), $2 port, $3 cache true|false
-    cat <<EOF
-listen: 127.0.0.1:$2
-shutdown_grace_secs: 1
-token_cache: {enabled: $3}
-issuers:
-  - id: bench
-    issuer: $ISS
-    audiences: [orders-api]
-    jwks_file: $W/keys/$1.jwks.json
-routes:
-  - id: orders
-    path: /api/orders
-    methods: [GET]
-    upstream: http://127.0.0.1:$UP
-    scopes: [orders:read]
-    claims_to_headers: {sub: X-User-Id}
-EOF
-}
 
 TARGETS="direct nginx haproxy-rs256 haproxy-es256 tollgate-rs256-cache tollgate-rs256-nocache tollgate-es256-cache tollgate-es256-nocache tollgate-rs256-cache-default"
 
@@ -155,7 +137,7 @@ start_target() {
             local cache=true threads=(--worker-threads 1)
             [[ $name == *nocache* ]] && cache=false
             [[ $name == *default ]] && threads=()
-            tollgate_config "$ALGK" "$PORT" "$cache" > "$W/tollgate.yaml"
+            gateway_config "$PORT" "$UP" "$ISS" "$W/keys/$ALGK.jwks.json" "$cache" > "$W/tollgate.yaml"
             # Access log off (RUST_LOG=warn), as in the nginx rows.
             RUST_LOG=warn taskset -c "$SERVER_CPU" "$BIN" serve --config "$W/tollgate.yaml" --no-watch "${threads[@]}" 2>>"$W/tollgate.log" &
             SERVER_PIDS="$! $UP_PIDS"; PIDS+=("$!") ;;
@@ -189,13 +171,6 @@ check_auth() { # $1 name
     AUTHCHECK="200/401/403"
 }
 
-cpu_ticks() { # sum of utime+stime of the given pids
-    local t=0 p
-    for p in $*; do
-        [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-    done
-    echo "$t"
-}
 busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
 ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'; }
 

@@ -1,0 +1,36 @@
+# Shared by the bench scripts (sourced after they `cd` to the repo root; not run on its own).
+
+# A free loopback TCP port.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Sum of utime+stime, in clock ticks, of the given pids (those gone are skipped).
+cpu_ticks() {
+    local t=0 p
+    for p in "$@"; do
+        [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+    done
+    echo "$t"
+}
+
+# The gateway every throughput script measures: one route that requires a scope and forwards
+# `sub` as a header. $1 listen port, $2 upstream port, $3 issuer, $4 JWKS file,
+# $5 token cache (true|false).
+gateway_config() {
+    cat <<CONF
+listen: 127.0.0.1:$1
+shutdown_grace_secs: 1
+token_cache: {enabled: $5}
+issuers:
+  - id: bench
+    issuer: $3
+    audiences: [orders-api]
+    jwks_file: $4
+routes:
+  - id: orders
+    path: /api/orders
+    methods: [GET]
+    upstream: http://127.0.0.1:$2
+    scopes: [orders:read]
+    claims_to_headers: {sub: X-User-Id}
+CONF
+}
