@@ -21,11 +21,9 @@ SERVE_ARGS=${SERVE_ARGS:---worker-threads 1}
 LOAD_CPU=${LOAD_CPU:-0}
 SERVER_CPU=${SERVER_CPU:-1}
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need wrk || ! need nginx; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null
-fi
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+install_missing wrk:wrk nginx:nginx-light
 TCK=$(getconf CLK_TCK)
 W=$(mktemp -d /tmp/tollgate-ab.XXXXXX)
 PIDS=()
@@ -35,8 +33,6 @@ cleanup() {
     rm -rf "$W"
 }
 trap cleanup EXIT
-# shellcheck source=bench/lib.sh
-. bench/lib.sh
 
 UP=$(free_port)
 cat > "$W/up.conf" <<EOF

@@ -8,10 +8,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 N=${N:-10000}
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need nginx; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null
-fi
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+install_missing nginx:nginx-light
 cargo build --release --locked -q
 BIN=${BIN:-$PWD/target/release/tollgate}
 ulimit -n "$(ulimit -Hn)"  # the client and the gateway each hold N sockets
@@ -24,8 +23,6 @@ cleanup() {
     rm -rf "$W"
 }
 trap cleanup EXIT
-# shellcheck source=bench/lib.sh
-. bench/lib.sh
 UP=$(free_port); GW=$(free_port)
 
 cat > "$W/nginx.conf" <<EOF

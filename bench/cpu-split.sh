@@ -16,11 +16,9 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
 CONNS=${CONNS:-50}
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need wrk || ! need nginx; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null
-fi
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+install_missing wrk:wrk nginx:nginx-light
 [ -x "$BIN" ] || cargo build --release --locked
 TCK=$(getconf CLK_TCK)
 W=$(mktemp -d /tmp/tollgate-split.XXXXXX)
@@ -31,8 +29,6 @@ cleanup() {
     rm -rf "$W"
 }
 trap cleanup EXIT
-# shellcheck source=bench/lib.sh
-. bench/lib.sh
 
 UP=$(free_port)
 PX=$(free_port)

@@ -1,5 +1,19 @@
 # Shared by the bench scripts (sourced after they `cd` to the repo root; not run on its own).
 
+need() { command -v "$1" >/dev/null 2>&1; }
+
+# Installs, from Debian's packages, what provides the commands that are missing:
+# `install_missing wrk:wrk nginx:nginx-light` (command:package).
+install_missing() {
+    local missing=() c
+    for c in "$@"; do
+        need "${c%%:*}" || missing+=("${c#*:}")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
 # A free loopback TCP port.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

@@ -49,6 +49,8 @@ pub struct Upstream {
     pub ca: Option<UpstreamCa>,
     /// The Host header of requests to it (`host_header`).
     pub host: http::HeaderValue,
+    /// Its connection pool's key, from scheme, authority and `ca`.
+    pub pool_key: crate::upstream::Key,
 }
 
 /// The Host header for an authority: without the scheme's default port, as clients write it
@@ -270,6 +272,11 @@ mod tests {
                 display: "http://127.0.0.1:1".into(),
                 ca: None,
                 host: http::HeaderValue::from_static("127.0.0.1:1"),
+                pool_key: crate::upstream::Key::new(
+                    &http::uri::Scheme::HTTP,
+                    &"127.0.0.1:1".parse().unwrap(),
+                    None,
+                ),
             },
             strip_prefix: None,
             auth: AuthMode::None,

@@ -171,7 +171,7 @@ impl SharedState {
         let in_use: std::collections::HashSet<Key> = snapshot
             .routes
             .routes()
-            .map(|r| Key::of(&r.upstream))
+            .map(|r| r.upstream.pool_key.clone())
             .collect();
         self.pool.retain(|key| in_use.contains(key));
         snapshot

@@ -83,7 +83,7 @@ async fn exchange(
     upstream: &Upstream,
     mut request: Request<Body>,
 ) -> Result<Response<Body>, (GatewayError, FailureKind)> {
-    let key = Key::of(upstream);
+    let key = upstream.pool_key.clone();
     let mut fresh = false;
     // Let every other request that is ready be read first: their upstream writes then go out
     // together, and the upstream (woken by the first) finds a batch instead of one request.

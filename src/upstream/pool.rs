@@ -25,7 +25,7 @@ use tokio::net::TcpStream;
 
 use super::stream::Stream;
 use crate::body::Body;
-use crate::routes::Upstream;
+use crate::routes::{Upstream, UpstreamCa};
 
 /// Idle connections kept per upstream; enough for a wrk run of a few hundred connections
 /// without reconnect churn.
@@ -38,9 +38,13 @@ const UPSTREAM_PARK_AFTER_MS: u64 = 1_000;
 /// The ALPN protocol offered to TLS upstreams: tollgate speaks HTTP/1.1 to upstreams.
 const ALPN_HTTP1: &[u8] = b"http/1.1";
 
-/// What identifies interchangeable connections.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Key {
+/// What identifies interchangeable connections. Built once per upstream when the config is
+/// compiled (`routes::Upstream::pool_key`); a copy per request is a reference count.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key(Arc<KeyParts>);
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct KeyParts {
     tls: bool,
     authority: Authority,
     /// The digest of the route's `ca_file`; `None`: the system roots.
@@ -48,12 +52,12 @@ pub struct Key {
 }
 
 impl Key {
-    pub fn of(upstream: &Upstream) -> Key {
-        Key {
-            tls: upstream.scheme == http::uri::Scheme::HTTPS,
-            authority: upstream.authority.clone(),
-            ca: upstream.ca.as_ref().map(|c| c.digest.clone()),
-        }
+    pub fn new(scheme: &http::uri::Scheme, authority: &Authority, ca: Option<&UpstreamCa>) -> Key {
+        Key(Arc::new(KeyParts {
+            tls: *scheme == http::uri::Scheme::HTTPS,
+            authority: authority.clone(),
+            ca: ca.map(|c| c.digest.clone()),
+        }))
     }
 }
 
@@ -205,14 +209,14 @@ impl Pool {
         let port = upstream
             .authority
             .port_u16()
-            .unwrap_or(if key.tls { 443 } else { 80 });
+            .unwrap_or(if key.0.tls { 443 } else { 80 });
         let tcp =
             tokio::time::timeout(self.inner.connect_timeout, TcpStream::connect((host, port)))
                 .await
                 .map_err(|_| ConnectError::Timeout)?
                 .map_err(ConnectError::Io)?;
         let _ = tcp.set_nodelay(true);
-        let stream = if key.tls {
+        let stream = if key.0.tls {
             let name = ServerName::try_from(host.to_owned()).map_err(|e| {
                 ConnectError::Tls(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
             })?;
@@ -261,6 +265,8 @@ impl Pool {
         let mut idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
         idle.retain(|key, _| keep(key));
         drop(idle);
+        // TLS settings are rebuilt on the next connect (a clone of a config, once per CA
+        // bundle): cheaper than tracking which digests the new config still names.
         let mut tls = self.inner.tls.lock().unwrap_or_else(|p| p.into_inner());
         tls.clear();
     }

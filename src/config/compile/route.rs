@@ -1,5 +1,6 @@
 //! `routes[]`: path, methods, upstream (with its CA), auth mode, scopes, claim headers.
 
+use crate::upstream::Key;
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -47,6 +48,7 @@ pub(super) fn route(
                 let file = ctx.base_dir.join(ca_file);
                 ctx.inputs.push(file.clone());
                 u.ca = upstream_ca(&file, &at, diags);
+                u.pool_key = Key::new(&u.scheme, &u.authority, u.ca.as_ref());
             }
             Some(_) => diags.error(at, "only applies to an https upstream"),
             None => {}
@@ -256,6 +258,7 @@ fn upstream(text: &str, path: &str, diags: &mut Diagnostics) -> Option<Upstream>
         return fail(diags, "its host cannot be sent in a Host header");
     };
     Some(Upstream {
+        pool_key: Key::new(&scheme, &authority, None),
         host,
         scheme,
         authority,
