@@ -20,11 +20,17 @@ CONNS=${CONNS:-50}
 . bench/lib.sh
 install_missing wrk:wrk nginx:nginx-light
 [ -x "$BIN" ] || cargo build --release --locked
+# The ceiling row (examples/ceiling.rs, see bench/ceiling.sh): the same request path with
+# no HTTP library, for where its CPU goes.
+CEIL=target/release/examples/ceiling
+[ -x "$CEIL" ] || cargo build --release --locked --example ceiling
 TCK=$(getconf CLK_TCK)
 W=$(mktemp -d /tmp/tollgate-split.XXXXXX)
 GW=""
+CE=""
 cleanup() {
     [ -n "$GW" ] && kill "$GW" 2>/dev/null || true
+    [ -n "$CE" ] && kill "$CE" 2>/dev/null || true
     for f in "$W"/*.pid; do [ -s "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
     rm -rf "$W"
 }
@@ -33,6 +39,7 @@ trap cleanup EXIT
 UP=$(free_port)
 PX=$(free_port)
 GP=$(free_port)
+CP=$(free_port)
 nginx_conf() { # $1 name, $2 server block
     cat > "$W/$1.conf" <<EOF
 worker_processes 1;
@@ -62,6 +69,9 @@ GW=$!
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$GP/" && break; sleep 0.05; done
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$GP/api/orders/1")
 [ "$code" = 200 ] || { echo "tollgate auth check failed: $code" >&2; exit 1; }
+taskset -c 1 "$CEIL" "127.0.0.1:$CP" "127.0.0.1:$UP" "$TOKEN" >/dev/null &
+CE=$!
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$CP/" && break; sleep 0.05; done
 
 # utime stime voluntary involuntary
 sample() { echo "$(awk '{print $14, $15}' "/proc/$1/stat") $(awk '/^voluntary_ctxt/ {v=$2} /^nonvoluntary_ctxt/ {n=$2} END {print v, n}' "/proc/$1/status")"; }
@@ -95,4 +105,5 @@ printf '%-9s %8s %9s %9s %9s %9s %9s %8s %8s %8s\n' proxy "req/s" "user us" "sys
 for _ in $(seq "$ROUNDS"); do
     measure nginx "$PX" "$(worker proxy)"
     measure tollgate "$GP" "$GW"
+    measure ceiling "$CP" "$CE"
 done

@@ -192,9 +192,15 @@ fn rewrite_request(
         shared.host
     )?;
     for h in req.headers.iter() {
-        let hop = ["host", "connection", "keep-alive", "authorization", "x-user-id"]
-            .iter()
-            .any(|n| h.name.eq_ignore_ascii_case(n));
+        let hop = [
+            "host",
+            "connection",
+            "keep-alive",
+            "authorization",
+            "x-user-id",
+        ]
+        .iter()
+        .any(|n| h.name.eq_ignore_ascii_case(n));
         if !hop {
             out.extend_from_slice(h.name.as_bytes());
             out.extend_from_slice(b": ");
@@ -225,8 +231,7 @@ fn rewrite_response(res: &httparse::Response<'_, '_>, out: &mut Vec<u8>) -> io::
                 .ok()
                 .and_then(|v| v.parse::<usize>().ok());
         }
-        if h.name.eq_ignore_ascii_case("connection") || h.name.eq_ignore_ascii_case("keep-alive")
-        {
+        if h.name.eq_ignore_ascii_case("connection") || h.name.eq_ignore_ascii_case("keep-alive") {
             continue;
         }
         out.extend_from_slice(h.name.as_bytes());

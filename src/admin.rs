@@ -14,9 +14,9 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::body::RequestBody;
 use http::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use serde_json::{json, Value};
 
 use crate::body::{full, Body};
@@ -111,7 +111,7 @@ impl Admin {
 }
 
 impl Handler for Admin {
-    async fn call(self: Arc<Self>, req: Request<Incoming>, _conn: Connection) -> Response<Body> {
+    async fn call(self: Arc<Self>, req: Request<RequestBody>, _conn: Connection) -> Response<Body> {
         let read = matches!(*req.method(), Method::GET | Method::HEAD);
         match req.uri().path() {
             "/-/healthz" if read => json_response(StatusCode::OK, json!({"status": "ok"})),

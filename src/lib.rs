@@ -42,12 +42,14 @@ use crate::reload::Reloader;
 use crate::state::{SharedState, Snapshot};
 
 impl server::Handler for Gateway {
-    async fn call(
+    fn call(
         self: Arc<Self>,
-        req: http::Request<hyper::body::Incoming>,
+        req: http::Request<body::RequestBody>,
         conn: Connection,
-    ) -> http::Response<body::Body> {
-        self.handle(req, conn).await
+    ) -> impl std::future::Future<Output = http::Response<body::Body>> + Send {
+        // The request path's own future, not one wrapped around it: it is kilobytes, and
+        // each wrapper is one more copy of it per request.
+        self.handle(req, conn)
     }
 
     fn tls(&self) -> Option<Arc<rustls::ServerConfig>> {

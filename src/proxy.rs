@@ -19,11 +19,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use crate::body::RequestBody;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Uri, Version};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 
 use serde_json::{Map, Value};
 
@@ -67,7 +67,11 @@ impl Gateway {
     }
 
     /// Runs the stages for one request; never fails, never panics on request data.
-    pub async fn handle(&self, mut req: Request<Incoming>, conn: Connection) -> Response<Body> {
+    pub async fn handle(
+        self: Arc<Self>,
+        mut req: Request<RequestBody>,
+        conn: Connection,
+    ) -> Response<Body> {
         let started = Instant::now();
         let snapshot = self.state.snapshot();
         // 0. correlate: settle X-Request-Id and traceparent before anything can fail.
@@ -138,7 +142,7 @@ impl Gateway {
 
     async fn stages(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         conn: Connection,
         snapshot: &Snapshot,
         trace: &mut Trace,
@@ -191,7 +195,7 @@ impl Gateway {
 
 /// Stages 3 and 4: the token, if the route looks at tokens and the request carries one.
 async fn authenticate(
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
     route: &Route,
     snapshot: &Snapshot,
     trace: &mut Trace,
@@ -222,7 +226,7 @@ async fn authenticate(
 
 /// Stage 6: the request the upstream receives.
 fn build_upstream_request(
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     route: &Route,
     path: &str,
     token: Option<&VerifiedToken>,

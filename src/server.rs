@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::body::RequestBody;
 use http::{Request, Response};
-use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -17,6 +17,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+mod encode;
+mod fast;
 mod first_read;
 mod idle;
 
@@ -37,7 +39,7 @@ const H2_KEEPALIVE_TIMEOUT_SECS: u64 = 10;
 pub trait Handler: Send + Sync + 'static {
     fn call(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         conn: Connection,
     ) -> impl Future<Output = Response<Body>> + Send;
 
@@ -140,6 +142,7 @@ pub async fn serve<H: Handler>(
             watcher: graceful.watcher(),
             stop: stop_rx.clone(),
             limit: handshake_timeout,
+            max_head: limits.max_request_header_bytes,
             peer,
         };
         tokio::spawn(async move {
@@ -185,6 +188,8 @@ struct Job<H> {
     stop: tokio::sync::watch::Receiver<bool>,
     /// The header read timeout, also the deadline for the first byte and the TLS handshake.
     limit: Duration,
+    /// The request head size limit (`max_request_header_bytes`).
+    max_head: usize,
     peer: SocketAddr,
 }
 
@@ -195,7 +200,16 @@ impl<H: Handler> Job<H> {
             peer: self.peer,
             tls: false,
         };
-        idle::serve_h1(stream, self.h1, self.handler, conn, self.limit, self.stop).await;
+        idle::serve_h1(
+            stream,
+            self.h1,
+            self.handler,
+            conn,
+            self.limit,
+            self.max_head,
+            self.stop,
+        )
+        .await;
     }
 
     /// Plaintext HTTP/2 by prior knowledge (or whatever the auto builder makes of a prefix).
@@ -246,12 +260,14 @@ async fn serve_io<I, H>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     H: Handler,
 {
-    let service = service_fn(move |req| {
+    let service = service_fn(move |req: Request<hyper::body::Incoming>| {
         let handler = Arc::clone(&handler);
         // Boxed: hyper keeps a slot the size of the service future in every connection for
         // its whole life, idle or not; the request path's future is large, so it lives on
         // the heap only while a request runs (measured with bench/connections.sh).
-        Box::pin(async move { Ok::<_, Infallible>(handler.call(req, conn).await) })
+        Box::pin(async move {
+            Ok::<_, Infallible>(handler.call(req.map(RequestBody::Incoming), conn).await)
+        })
     });
     if let Err(e) = watcher.watch(builder.serve_connection(io, service)).await {
         tracing::debug!(error = %e, peer = %conn.peer, "connection ended with an error");

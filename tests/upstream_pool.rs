@@ -3,6 +3,8 @@
 //! the upstream closed them or after a body was abandoned half-way, and closed once idle
 //! longer than `upstream_idle_timeout_ms`; idle ones give up hyper's buffers after a second.
 
+#[path = "support/raw_client.rs"]
+mod raw_client;
 #[path = "support/harness.rs"]
 mod support;
 
@@ -329,4 +331,33 @@ async fn a_parked_connection_the_upstream_closed_is_never_used() {
     let a = send(request(Method::GET, &gw, "/len")).await;
     assert_eq!((a.status.as_u16(), a.body.as_str()), (200, "hello"));
     assert_eq!(up.connections(), 2);
+}
+
+#[tokio::test]
+async fn the_client_gets_each_upstream_framing_re_framed_on_the_wire() {
+    let up = RawUpstream::start().await;
+    let (gw, _dir) = gateway(&up, 60_000).await;
+    let mut c = raw_client::Conn::open(gw.addr).await;
+    // Chunked from the upstream: chunked to the client, no Content-Length beside it.
+    c.send(b"GET /chunked HTTP/1.1\r\nHost: gw\r\n\r\n").await;
+    let r = c.response(false).await;
+    assert_eq!(r.status_line, "HTTP/1.1 200 OK");
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(r.header("content-length"), None);
+    assert_eq!(raw_client::text(&r), "hello world");
+    // 204: neither Content-Length nor Transfer-Encoding (RFC 9110 §8.6).
+    c.send(b"GET /empty HTTP/1.1\r\nHost: gw\r\n\r\n").await;
+    let r = c.response(false).await;
+    assert_eq!(r.status_line, "HTTP/1.1 204 No Content");
+    assert_eq!(r.header("content-length"), None);
+    assert_eq!(r.header("transfer-encoding"), None);
+    // HEAD: the upstream's Content-Length, no body; a GET right behind it reads cleanly.
+    c.send(b"HEAD /len HTTP/1.1\r\nHost: gw\r\n\r\nGET /len HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .await;
+    let h = c.response(true).await;
+    assert_eq!(h.header("content-length"), Some("5"));
+    let g = c.response(false).await;
+    assert_eq!(raw_client::text(&g), "hello");
+    assert!(g.header("date").is_some(), "the upstream's Date or ours");
+    assert_eq!(up.connections(), 1);
 }

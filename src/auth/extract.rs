@@ -57,15 +57,39 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<Credentials<'_>, MalformedAut
 /// `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="` (RFC 6750 §2.1).
 fn is_b64token(token: &str) -> bool {
     let body = token.trim_end_matches('=');
-    !body.is_empty()
-        && body.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
-        })
+    // Every byte is checked, without an early exit and without branches, so the loop runs
+    // on vector registers: tokens are about a kilobyte and this runs on every request (the
+    // byte-at-a-time version was about 2% of the gateway's CPU in a profile).
+    !body.is_empty() && body.bytes().fold(true, |ok, b| ok & is_b64token_byte(b))
+}
+
+#[inline]
+fn is_b64token_byte(b: u8) -> bool {
+    // `| 0x20` folds ASCII letters to lower case and moves no other byte into `a..=z`.
+    let letter = (b | 0x20).wrapping_sub(b'a') < 26;
+    let digit = b.wrapping_sub(b'0') < 10;
+    letter
+        | digit
+        | (b == b'-')
+        | (b == b'.')
+        | (b == b'_')
+        | (b == b'~')
+        | (b == b'+')
+        | (b == b'/')
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_branchless_byte_check_matches_rfc_6750() {
+        for b in 0..=255u8 {
+            let spec =
+                b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+            assert_eq!(is_b64token_byte(b), spec, "byte {b:#04x}");
+        }
+    }
     use http::HeaderValue;
 
     fn with(values: &[&str]) -> HeaderMap {

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
+use crate::body::RequestBody;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Request, Response};
-use hyper::body::Incoming;
 use serde_json::{json, Map, Value};
 
 use crate::body::{full, Body};
@@ -19,7 +19,7 @@ pub struct Echo {
 }
 
 impl Handler for Echo {
-    async fn call(self: Arc<Self>, req: Request<Incoming>, _conn: Connection) -> Response<Body> {
+    async fn call(self: Arc<Self>, req: Request<RequestBody>, _conn: Connection) -> Response<Body> {
         let mut headers = Map::new();
         for (name, value) in req.headers() {
             let v = Value::String(String::from_utf8_lossy(value.as_bytes()).into_owned());

@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::body::RequestBody;
 use base64::Engine;
 use http::header::{HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde_json::{json, Value};
 
 use crate::body::{full, Body};
@@ -101,7 +101,7 @@ fn parse_form(body: &[u8]) -> HashMap<String, String> {
 }
 
 impl Idp {
-    async fn token(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn token(&self, req: Request<RequestBody>) -> Response<Body> {
         let basic = req
             .headers()
             .get(AUTHORIZATION)
@@ -208,7 +208,7 @@ impl Idp {
 }
 
 impl Handler for Idp {
-    async fn call(self: Arc<Self>, req: Request<Incoming>, _conn: Connection) -> Response<Body> {
+    async fn call(self: Arc<Self>, req: Request<RequestBody>, _conn: Connection) -> Response<Body> {
         match (req.method(), req.uri().path()) {
             (&Method::POST, "/oauth2/token") => self.token(req).await,
             (&Method::GET, "/.well-known/openid-configuration") => json_response(

@@ -37,8 +37,9 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::fast::{self, Lane};
 use super::Handler;
-use crate::body::{Body, BoxError};
+use crate::body::{Body, BoxError, RequestBody};
 use crate::proxy::Connection;
 
 /// How long a keep-alive connection must be idle before its hyper buffers are released.
@@ -187,6 +188,7 @@ pub async fn serve_h1<H: Handler>(
     handler: Arc<H>,
     conn: Connection,
     idle_limit: Duration,
+    max_head: usize,
     mut stop: watch::Receiver<bool>,
 ) {
     let flags = Arc::new(Flags::default());
@@ -201,7 +203,7 @@ pub async fn serve_h1<H: Handler>(
             // Boxed for the same reason as in `serve_io`: the slot lives as long as the
             // connection.
             Box::pin(async move {
-                let response = handler.call(req, conn).await;
+                let response = handler.call(req.map(RequestBody::Incoming), conn).await;
                 Ok::<_, Infallible>(response.map(|inner| {
                     // Not boxed again: hyper takes any body type, and one box per response
                     // (the handler's) is enough.
@@ -242,6 +244,25 @@ pub async fn serve_h1<H: Handler>(
                 Some((_, n)) if n == started => {}
                 _ => partial_since = Some((Instant::now(), started)),
             }
+        }
+        // The fast lane first; hyper takes the requests it does not.
+        let turn = fast::Turn {
+            handler: &handler,
+            conn,
+            idle_limit,
+            max_head,
+            stop: &mut stop,
+        };
+        // Boxed: its buffers and the request in flight must not stay in a parked socket's task.
+        match Box::pin(fast::serve(&mut stream, std::mem::take(&mut prefix), turn)).await {
+            Lane::Closed => return,
+            Lane::Idle => {
+                handler.connection_parked(true);
+                parked = true;
+                crate::heap::freed();
+                continue;
+            }
+            Lane::Handoff(bytes) => prefix = bytes,
         }
         flags.read_pending.store(false, Ordering::Relaxed);
         let io = Tracked {
