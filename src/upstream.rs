@@ -4,7 +4,6 @@
 //! Remote JWKS fetches use hyper-util's pooled client instead (`build_client`): they are rare,
 //! and that client's redirect-free, pooled behaviour is all they need.
 
-use std::error::Error as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -20,9 +19,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+mod h1;
 mod pool;
 mod stream;
 
+use self::h1::H1Error;
 use self::pool::{Conn, ConnectError};
 pub use self::pool::{Key, Pool};
 use crate::body::{Body, BoxError};
@@ -91,6 +92,9 @@ async fn exchange(
     // preempt the gateway. Measured without this yield: 0.92 instead of 0.62 context switches
     // per request (bench/cpu-split.sh) and 0.88x the requests/s (bench/ab.sh).
     tokio::task::yield_now().await;
+    if h1::takes(&request) {
+        return exchange_h1(pool, upstream, key, request).await;
+    }
     loop {
         let conn = if fresh {
             Box::pin(pool.connect(upstream, &key)).await
@@ -121,6 +125,54 @@ async fn exchange(
                 return Err(exchange_failed(upstream, &e.into_error()));
             }
         }
+    }
+}
+
+/// `exchange` for a request without a body, on the crate's own HTTP/1.1 client (`h1`).
+async fn exchange_h1(
+    pool: &Pool,
+    upstream: &Upstream,
+    key: Key,
+    request: Request<Body>,
+) -> Result<Response<Body>, (GatewayError, FailureKind)> {
+    let mut out = Vec::new();
+    let mut fresh = false;
+    loop {
+        let conn = if fresh {
+            Box::pin(pool.connect_raw(upstream, &key)).await
+        } else {
+            pool.checkout_raw(upstream, &key).await
+        };
+        let mut conn = conn.map_err(|e| connect_failed(upstream, &e))?;
+        let (head, written) = match h1::write_request(&mut conn, &mut out, &request).await {
+            Ok(()) => (h1::read_head(&mut conn, request.method()).await, true),
+            Err(e) => (Err(H1Error::Io(e)), false),
+        };
+        let head = match head {
+            Ok(head) => head,
+            // A pooled connection the upstream closed just as it was picked: a request it
+            // cannot have answered may go again on a new connection. A write that failed
+            // delivered no whole request; a close before any answer did not answer one, but
+            // the request may have been acted on, so only idempotent methods go again
+            // (RFC 9110 §9.2.2).
+            Err(H1Error::Io(_) | H1Error::ClosedEarly)
+                if conn.reused && (!written || request.method().is_idempotent()) =>
+            {
+                tracing::debug!("pooled upstream connection was closed; retrying");
+                fresh = true;
+                continue;
+            }
+            Err(e) => return Err(exchange_failed(upstream, &e)),
+        };
+        let (parts, ()) = head.response.into_parts();
+        let body = h1::RawBody::new(conn, head.framing, head.reusable, pool.clone(), key);
+        let body = if http_body::Body::is_end_stream(&body) {
+            // Already back in the pool: nothing to stream, nothing to box.
+            crate::body::empty()
+        } else {
+            body.boxed()
+        };
+        return Ok(Response::from_parts(parts, body));
     }
 }
 
@@ -211,7 +263,10 @@ fn connect_failed(upstream: &Upstream, e: &ConnectError) -> (GatewayError, Failu
     (GatewayError::UpstreamUnavailable, FailureKind::Connect)
 }
 
-fn exchange_failed(upstream: &Upstream, e: &hyper::Error) -> (GatewayError, FailureKind) {
+fn exchange_failed(
+    upstream: &Upstream,
+    e: &(dyn std::error::Error + 'static),
+) -> (GatewayError, FailureKind) {
     // A request body over the cap surfaces here, wrapped by hyper: it is the client's
     // fault (413), not the upstream's.
     let mut source = e.source();

@@ -83,6 +83,9 @@ async fn a_request_with_a_body_goes_to_hyper_on_the_same_connection() {
             ("/last", b"")
         ]
     );
+    // One upstream socket throughout: it went from the crate's client (bodiless requests)
+    // to hyper's (bodies) and back between exchanges.
+    assert_eq!(env.upstream.connections(), 1);
 }
 
 #[tokio::test]

@@ -17,12 +17,14 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use http::uri::Authority;
 use hyper::client::conn::http1::{Connection, SendRequest};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
+use super::h1::RawConn;
 use super::stream::Stream;
 use crate::body::Body;
 use crate::routes::{Upstream, UpstreamCa};
@@ -144,10 +146,24 @@ impl Conn {
     }
 }
 
-/// An idle connection: whole, or parked as its socket after `UPSTREAM_PARK_AFTER_MS`.
+/// An idle connection: whole (hyper's, or this crate's own `h1` client's), or parked as its
+/// socket after `UPSTREAM_PARK_AFTER_MS`. Either client can take any of them: a socket
+/// between exchanges is just a socket.
 enum Held {
     Live(Conn),
+    Raw(RawConn),
     Parked(Stream),
+}
+
+impl Held {
+    /// The bare socket, for the other client or for parking; `None` if it cannot be reused.
+    fn into_stream(self) -> Option<Stream> {
+        match self {
+            Held::Live(conn) => conn.park(),
+            Held::Raw(conn) => conn.rbuf.is_empty().then_some(conn.stream),
+            Held::Parked(stream) => Some(stream),
+        }
+    }
 }
 
 struct Idle {
@@ -200,6 +216,63 @@ impl Pool {
 
     /// A new connection, bypassing the pool.
     pub async fn connect(&self, upstream: &Upstream, key: &Key) -> Result<Conn, ConnectError> {
+        let stream = self.open(upstream, key).await?;
+        let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(ConnectError::Handshake)?;
+        Ok(Conn {
+            sender,
+            driver: Box::new(driver),
+            done: false,
+            reused: false,
+        })
+    }
+
+    /// An open connection for the `h1` client: a pooled one if any is usable, else a new one.
+    pub async fn checkout_raw(
+        &self,
+        upstream: &Upstream,
+        key: &Key,
+    ) -> Result<RawConn, ConnectError> {
+        if let Some(conn) =
+            std::future::poll_fn(|cx| Poll::Ready(self.inner.pooled_raw(key, cx))).await
+        {
+            return Ok(conn);
+        }
+        Box::pin(self.connect_raw(upstream, key)).await
+    }
+
+    /// A new connection for the `h1` client, bypassing the pool.
+    pub async fn connect_raw(
+        &self,
+        upstream: &Upstream,
+        key: &Key,
+    ) -> Result<RawConn, ConnectError> {
+        Ok(RawConn {
+            stream: self.open(upstream, key).await?,
+            rbuf: BytesMut::new(),
+            reused: false,
+        })
+    }
+
+    /// Puts an `h1` connection whose exchange is complete back.
+    pub fn release_raw(&self, key: Key, conn: RawConn) {
+        self.put(key, Held::Raw(conn));
+    }
+
+    fn put(&self, key: Key, held: Held) {
+        let mut idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.entry(key).or_default();
+        if list.len() < POOL_MAX_IDLE_PER_UPSTREAM {
+            list.push(Idle {
+                held,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// A socket to the upstream: TCP, and TLS on top for https upstreams.
+    async fn open(&self, upstream: &Upstream, key: &Key) -> Result<Stream, ConnectError> {
         let host = upstream.authority.host();
         // `Authority::host` keeps the brackets of an IPv6 literal; the resolver wants none.
         let host = host
@@ -231,15 +304,7 @@ impl Pool {
         } else {
             Stream::Plain(tcp)
         };
-        let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(ConnectError::Handshake)?;
-        Ok(Conn {
-            sender,
-            driver: Box::new(driver),
-            done: false,
-            reused: false,
-        })
+        Ok(stream)
     }
 
     /// Puts a connection whose exchange is complete back, if it can serve another request.
@@ -250,14 +315,7 @@ impl Pool {
             return;
         }
         conn.reused = true;
-        let mut idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let list = idle.entry(key).or_default();
-        if list.len() < POOL_MAX_IDLE_PER_UPSTREAM {
-            list.push(Idle {
-                held: Held::Live(conn),
-                since: Instant::now(),
-            });
-        }
+        self.put(key, Held::Live(conn));
     }
 
     /// Drops the idle connections of upstreams for which `keep` says no (after a reload).
@@ -298,7 +356,7 @@ impl Inner {
             }
             let mut conn = match held {
                 Held::Live(conn) => conn,
-                Held::Parked(stream) => match Conn::unpark(stream, cx) {
+                other => match other.into_stream().and_then(|s| Conn::unpark(s, cx)) {
                     Some(conn) => conn,
                     None => continue,
                 },
@@ -314,6 +372,45 @@ impl Inner {
                 continue;
             }
             return Some(conn);
+        }
+    }
+
+    /// Like `pooled`, for the `h1` client.
+    fn pooled_raw(&self, key: &Key, cx: &mut Context<'_>) -> Option<RawConn> {
+        loop {
+            let Idle { held, since } = {
+                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                idle.get_mut(key)?.pop()?
+            };
+            if since.elapsed() >= self.idle_timeout {
+                tracing::debug!("idle upstream connection expired");
+                continue;
+            }
+            let mut conn = match held {
+                Held::Raw(conn) => conn,
+                other => match other.into_stream() {
+                    Some(stream) => RawConn {
+                        stream,
+                        rbuf: BytesMut::new(),
+                        reused: true,
+                    },
+                    None => continue,
+                },
+            };
+            // One read while nobody looked: an upstream that closed the connection (or sent
+            // bytes out of turn) is found here, before a request is lost on it. Costs no
+            // system call when the socket has nothing (its readiness was cleared).
+            conn.rbuf.reserve(64);
+            match conn.stream.poll_read_drained(cx, &mut conn.rbuf) {
+                Poll::Pending => return Some(conn),
+                Poll::Ready(Ok(0)) => tracing::debug!("pooled upstream connection was closed"),
+                Poll::Ready(Ok(_)) => {
+                    tracing::debug!("pooled upstream connection sent bytes out of turn")
+                }
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!(error = %e, "pooled upstream connection failed")
+                }
+            }
         }
     }
 
@@ -365,14 +462,14 @@ async fn sweep(pool: Weak<Inner>) {
                 let kept: Vec<Idle> = list
                     .drain(..parkable)
                     .filter_map(|i| match i.held {
-                        Held::Live(conn) => {
+                        Held::Parked(_) => Some(i),
+                        held => {
                             parked_any = true;
-                            conn.park().map(|stream| Idle {
+                            held.into_stream().map(|stream| Idle {
                                 held: Held::Parked(stream),
                                 since: i.since,
                             })
                         }
-                        Held::Parked(_) => Some(i),
                     })
                     .collect();
                 list.splice(..0, kept);
