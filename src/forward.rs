@@ -12,8 +12,10 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 
+const HOP_BY_HOP_COUNT: usize = 8;
+
 /// The hop-by-hop headers of RFC 9110 §7.6.1 plus the legacy ones proxies still see.
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -44,6 +46,23 @@ pub fn is_reserved_header(name: &HeaderName) -> bool {
 
 /// Removes hop-by-hop headers, and the headers `Connection` names, in place.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the names present first: most messages carry no hop-by-hop field or
+    // only `Connection`, and removing each of nine names (a hash and a probe each) cost more
+    // than the pass. The last slot stands for Upgrade.
+    let mut found = [false; HOP_BY_HOP_COUNT + 1];
+    let mut any = false;
+    for name in headers.keys() {
+        let slot = match HOP_BY_HOP.iter().position(|h| h == name) {
+            Some(i) => i,
+            None if name == header::UPGRADE => HOP_BY_HOP_COUNT,
+            None => continue,
+        };
+        found[slot] = true;
+        any = true;
+    }
+    if !any {
+        return;
+    }
     // The names a Connection header lists besides the usual `keep-alive` and `close` (which
     // name no header, or one removed below anyway). Collected first: the Connection values
     // go with the rest. Most messages list none, and then nothing is allocated.
@@ -62,11 +81,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    for (name, present) in HOP_BY_HOP.iter().zip(found) {
+        if present {
+            headers.remove(name);
+        }
     }
     // Upgrade is hop-by-hop too; tollgate does not tunnel protocol switches.
-    headers.remove(header::UPGRADE);
+    if found[HOP_BY_HOP_COUNT] {
+        headers.remove(header::UPGRADE);
+    }
 }
 
 /// Request metadata for the X-Forwarded-* headers.

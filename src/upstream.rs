@@ -135,7 +135,8 @@ async fn exchange_h1(
     key: Key,
     request: Request<Body>,
 ) -> Result<Response<Body>, (GatewayError, FailureKind)> {
-    let mut out = Vec::new();
+    // Sized once: growing it from empty cost about five reallocations per request.
+    let mut out = Vec::with_capacity(h1::head_size(&request));
     let mut fresh = false;
     loop {
         let conn = if fresh {

@@ -107,6 +107,22 @@ async fn serve(
                 5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
                 .to_vec(),
             "/empty" => b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(),
+            // Chunk extensions and trailers, which the gateway must read past and drop.
+            "/ext" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                3;note=x\r\nabc\r\n2 ; y\r\nde\r\n0\r\nX-Sum: 5\r\nX-More: 1\r\n\r\n"
+                .to_vec(),
+            // Interim responses before the final one.
+            "/interim" => b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\n\
+                Link: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                .to_vec(),
+            // No length: the body ends with the connection (written, then closed below).
+            "/eof" => b"HTTP/1.1 200 OK\r\n\r\nuntil the end".to_vec(),
+            "/closing" => {
+                b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\nbye".to_vec()
+            }
+            "/conflict" => {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!".to_vec()
+            }
             "/stall" => {
                 // Promises a megabyte, sends 16 KiB, then waits for the gateway to give up.
                 let mut a = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n".to_vec();
@@ -119,6 +135,11 @@ async fn serve(
             return;
         }
         *answered.lock().unwrap() = Some(Instant::now());
+        // (After `/closing` the socket stays open on purpose: only the gateway's reading of
+        // `Connection: close` keeps it from being used again.)
+        if matches!(path, "/eof" | "/conflict") {
+            return;
+        }
         if path == "/once" {
             // Closes without a `Connection: close`: the gateway learns it only from the socket.
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -360,4 +381,35 @@ async fn the_client_gets_each_upstream_framing_re_framed_on_the_wire() {
     assert_eq!(raw_client::text(&g), "hello");
     assert!(g.header("date").is_some(), "the upstream's Date or ours");
     assert_eq!(up.connections(), 1);
+}
+
+#[tokio::test]
+async fn each_way_an_upstream_may_end_a_body_is_read_to_its_end() {
+    let up = RawUpstream::start().await;
+    let (gw, _dir) = gateway(&up, 60_000).await;
+    let a = send(request(Method::GET, &gw, "/ext")).await;
+    assert_eq!((a.status.as_u16(), a.body.as_str()), (200, "abcde"));
+    assert_eq!(a.header("x-sum"), None, "trailers are not passed on");
+    let a = send(request(Method::GET, &gw, "/interim")).await;
+    assert_eq!((a.status.as_u16(), a.body.as_str()), (200, "ok"));
+    // Still one connection: both bodies had their own framing.
+    assert_eq!(up.connections(), 1);
+    let a = send(request(Method::GET, &gw, "/eof")).await;
+    assert_eq!((a.status.as_u16(), a.body.as_str()), (200, "until the end"));
+    let a = send(request(Method::GET, &gw, "/len")).await;
+    assert_eq!((a.status.as_u16(), a.body.as_str()), (200, "hello"));
+    assert_eq!(
+        up.connections(),
+        2,
+        "a body read to EOF leaves no connection to reuse"
+    );
+    let a = send(request(Method::GET, &gw, "/closing")).await;
+    assert_eq!((a.status.as_u16(), a.body.as_str()), (200, "bye"));
+    let a = send(request(Method::GET, &gw, "/len")).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(up.connections(), 3, "Connection: close is honoured");
+    // Two Content-Lengths that disagree: nothing of that response reaches the client.
+    let a = send(request(Method::GET, &gw, "/conflict")).await;
+    assert_eq!(a.status, 502);
+    assert!(!a.body.contains("hello"), "{}", a.body);
 }

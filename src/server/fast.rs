@@ -42,6 +42,9 @@ const READ_BUFFER_BYTES: usize = 4096;
 /// default is 100.
 const MAX_HEADERS: usize = 100;
 
+/// Headers the request path typically adds to a request before it goes upstream.
+const ADDED_HEADERS_ROOM: usize = 8;
+
 /// How a turn in the lane ended.
 pub enum Lane {
     /// The connection is finished: closed by the client, an error, a timeout, or shutdown.
@@ -122,16 +125,18 @@ pub async fn serve<H: Handler>(stream: &mut TcpStream, prefix: Bytes, turn: Turn
                 Wake::Read => {}
             }
         }
-        // Read until one request head is complete.
-        let first_byte = Instant::now();
+        // Read until one request head is complete; the clock is read only for a head that
+        // needs more than one read.
+        let mut incomplete_since = None;
         let request = loop {
             match take(&mut buf, max_head) {
                 Take::Request(request) => break request,
                 Take::Handoff => return Lane::Handoff(buf.freeze()),
                 Take::More => {}
             }
+            let since = *incomplete_since.get_or_insert_with(Instant::now);
             buf.reserve(READ_BUFFER_BYTES);
-            let read = tokio::time::timeout_at(first_byte + idle_limit, stream.read_buf(&mut buf));
+            let read = tokio::time::timeout_at(since + idle_limit, stream.read_buf(&mut buf));
             match read.await {
                 Ok(Ok(n)) if n > 0 => {}
                 // Closed, failed, or the head did not arrive in time (hyper closes silently too).
@@ -321,7 +326,9 @@ fn not_simple(len: usize) -> Parsed {
 fn build(parsed: &Parsed, head: &Bytes) -> Option<Request<RequestBody>> {
     let method = Method::from_bytes(&head[parsed.method.0..parsed.method.1]).ok()?;
     let uri = Uri::from_maybe_shared(head.slice(parsed.target.0..parsed.target.1)).ok()?;
-    let mut headers = HeaderMap::with_capacity(parsed.count);
+    // Room for the headers the request path adds (X-Forwarded-*, the request id, claim
+    // headers): growing the map later moves every entry.
+    let mut headers = HeaderMap::with_capacity(parsed.count + ADDED_HEADERS_ROOM);
     for &((ns, ne), (vs, ve)) in &parsed.headers[..parsed.count] {
         let name = HeaderName::from_bytes(&head[ns..ne]).ok()?;
         let value = HeaderValue::from_maybe_shared(head.slice(vs..ve)).ok()?;

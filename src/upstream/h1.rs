@@ -87,6 +87,21 @@ pub fn takes(request: &Request<Body>) -> bool {
             .is_none_or(|v| v.as_bytes() == b"0")
 }
 
+/// The bytes `write_request` writes for `request`, at most.
+pub fn head_size(request: &Request<Body>) -> usize {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(1, |pq| pq.as_str().len());
+    let headers: usize = request
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    // Method, spaces, version, `content-length: 0` and the CRLFs.
+    request.method().as_str().len() + target + headers + 48
+}
+
 /// Writes the request head (origin-form target, Host set by the caller).
 pub async fn write_request(
     conn: &mut RawConn,
