@@ -19,6 +19,7 @@ pub mod explain;
 pub mod forward;
 mod heap;
 pub mod metrics;
+mod prehashed;
 pub mod proxy;
 pub mod reload;
 pub mod routes;

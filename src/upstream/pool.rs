@@ -27,6 +27,7 @@ use tokio::net::TcpStream;
 use super::h1::RawConn;
 use super::stream::Stream;
 use crate::body::Body;
+use crate::prehashed::BuildPrehashed;
 use crate::routes::{Upstream, UpstreamCa};
 
 /// Idle connections kept per upstream; enough for a wrk run of a few hundred connections
@@ -41,9 +42,16 @@ const UPSTREAM_PARK_AFTER_MS: u64 = 1_000;
 const ALPN_HTTP1: &[u8] = b"http/1.1";
 
 /// What identifies interchangeable connections. Built once per upstream when the config is
-/// compiled (`routes::Upstream::pool_key`); a copy per request is a reference count.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Key(Arc<KeyParts>);
+/// compiled (`routes::Upstream::pool_key`), with its hash: a copy per request is a reference
+/// count, and a pool lookup hashes nothing.
+#[derive(Debug, Clone)]
+pub struct Key(Arc<KeyInner>);
+
+#[derive(Debug)]
+struct KeyInner {
+    parts: KeyParts,
+    hash: u64,
+}
 
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct KeyParts {
@@ -55,11 +63,36 @@ struct KeyParts {
 
 impl Key {
     pub fn new(scheme: &http::uri::Scheme, authority: &Authority, ca: Option<&UpstreamCa>) -> Key {
-        Key(Arc::new(KeyParts {
+        let parts = KeyParts {
             tls: *scheme == http::uri::Scheme::HTTPS,
             authority: authority.clone(),
             ca: ca.map(|c| c.digest.clone()),
-        }))
+        };
+        // Equal parts hash alike, in this config and the next: pooled connections outlive
+        // reloads.
+        let hash = std::hash::BuildHasher::hash_one(
+            &std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default(),
+            &parts,
+        );
+        Key(Arc::new(KeyInner { parts, hash }))
+    }
+
+    fn tls(&self) -> bool {
+        self.0.parts.tls
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.parts == other.0.parts
+    }
+}
+
+impl Eq for Key {}
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0.hash);
     }
 }
 
@@ -181,7 +214,7 @@ pub struct Pool {
 struct Inner {
     connect_timeout: Duration,
     idle_timeout: Duration,
-    idle: Mutex<HashMap<Key, Vec<Idle>>>,
+    idle: Mutex<HashMap<Key, Vec<Idle>, BuildPrehashed>>,
     /// TLS settings per CA digest (`""` for the system roots), with ALPN set.
     tls: Mutex<HashMap<String, Arc<rustls::ClientConfig>>>,
     system_roots: Arc<rustls::ClientConfig>,
@@ -192,7 +225,7 @@ impl Pool {
         let inner = Arc::new(Inner {
             connect_timeout,
             idle_timeout,
-            idle: Mutex::new(HashMap::new()),
+            idle: Mutex::new(HashMap::default()),
             tls: Mutex::new(HashMap::new()),
             system_roots: Arc::new(crate::tls::client_config_with_system_roots()),
         });
@@ -282,14 +315,14 @@ impl Pool {
         let port = upstream
             .authority
             .port_u16()
-            .unwrap_or(if key.0.tls { 443 } else { 80 });
+            .unwrap_or(if key.tls() { 443 } else { 80 });
         let tcp =
             tokio::time::timeout(self.inner.connect_timeout, TcpStream::connect((host, port)))
                 .await
                 .map_err(|_| ConnectError::Timeout)?
                 .map_err(ConnectError::Io)?;
         let _ = tcp.set_nodelay(true);
-        let stream = if key.0.tls {
+        let stream = if key.tls() {
             let name = ServerName::try_from(host.to_owned()).map_err(|e| {
                 ConnectError::Tls(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
             })?;
