@@ -33,21 +33,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-nginx_conf() { # $1 name, $2 server block
-    cat > "$W/$1.conf" <<CONF
-worker_processes 1;
-pid $W/$1.pid;
-error_log $W/$1.error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 10000000;
-    $2
-}
-CONF
-    taskset -c "$SERVER_CPU" nginx -c "$W/$1.conf" -p "$W"
-    for _ in $(seq 50); do [ -s "$W/$1.pid" ] && break; sleep 0.05; done
-}
 
 UP=$(free_port)
 nginx_conf up "server { listen 127.0.0.1:$UP; location / { return 200 'ok\n'; } }"

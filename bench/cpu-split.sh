@@ -40,24 +40,9 @@ UP=$(free_port)
 PX=$(free_port)
 GP=$(free_port)
 CP=$(free_port)
-nginx_conf() { # $1 name, $2 server block
-    cat > "$W/$1.conf" <<EOF
-worker_processes 1;
-pid $W/$1.pid;
-error_log $W/$1.error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 10000000;
-    upstream u { server 127.0.0.1:$UP; keepalive 64; }
-    $2
-}
-EOF
-    taskset -c 1 nginx -c "$W/$1.conf" -p "$W"
-    for _ in $(seq 50); do [ -s "$W/$1.pid" ] && break; sleep 0.05; done
-}
 nginx_conf up "server { listen 127.0.0.1:$UP; location / { return 200 'ok\n'; } }"
-nginx_conf proxy "server { listen 127.0.0.1:$PX; location / { proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+nginx_conf proxy "upstream u { server 127.0.0.1:$UP; keepalive 64; }
+    server { listen 127.0.0.1:$PX; location / { proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
 worker() { pgrep -P "$(cat "$W/$1.pid")" | head -1; }
 
 ISS=https://idp.split.test

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the bench scripts (sourced after they `cd` to the repo root; not run on its own).
 
 need() { command -v "$1" >/dev/null 2>&1; }
@@ -47,4 +48,22 @@ routes:
     scopes: [orders:read]
     claims_to_headers: {sub: X-User-Id}
 CONF
+}
+
+# Writes and starts a one-worker nginx named $1 (config, pid and log in $W, pinned to
+# $SERVER_CPU, default 1) whose http block holds $2; waits for its pid file.
+nginx_conf() {
+    cat > "$W/$1.conf" <<CONF
+worker_processes 1;
+pid $W/$1.pid;
+error_log $W/$1.error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 10000000;
+    $2
+}
+CONF
+    taskset -c "${SERVER_CPU:-1}" nginx -c "$W/$1.conf" -p "$W"
+    for _ in $(seq 50); do [ -s "$W/$1.pid" ] && break; sleep 0.05; done
 }

@@ -376,18 +376,25 @@ impl Pool {
 }
 
 impl Inner {
-    /// The most recently used idle connection still open and ready, dropping the others met.
-    fn pooled(&self, key: &Key, cx: &mut Context<'_>) -> Option<Conn> {
+    /// The most recently used idle connection of `key` within the idle timeout (expired ones
+    /// met on the way are dropped); `None` when there is none.
+    fn pop_unexpired(&self, key: &Key) -> Option<Held> {
         loop {
             let Idle { held, since } = {
                 let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
                 idle.get_mut(key)?.pop()?
             };
-            if since.elapsed() >= self.idle_timeout {
-                tracing::debug!("idle upstream connection expired");
-                continue;
+            if since.elapsed() < self.idle_timeout {
+                return Some(held);
             }
-            let mut conn = match held {
+            tracing::debug!("idle upstream connection expired");
+        }
+    }
+
+    /// The most recently used idle connection still open and ready, dropping the others met.
+    fn pooled(&self, key: &Key, cx: &mut Context<'_>) -> Option<Conn> {
+        loop {
+            let mut conn = match self.pop_unexpired(key)? {
                 Held::Live(conn) => conn,
                 other => match other.into_stream().and_then(|s| Conn::unpark(s, cx)) {
                     Some(conn) => conn,
@@ -411,15 +418,7 @@ impl Inner {
     /// Like `pooled`, for the `h1` client.
     fn pooled_raw(&self, key: &Key, cx: &mut Context<'_>) -> Option<RawConn> {
         loop {
-            let Idle { held, since } = {
-                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-                idle.get_mut(key)?.pop()?
-            };
-            if since.elapsed() >= self.idle_timeout {
-                tracing::debug!("idle upstream connection expired");
-                continue;
-            }
-            let mut conn = match held {
+            let mut conn = match self.pop_unexpired(key)? {
                 Held::Raw(conn) => conn,
                 other => match other.into_stream() {
                     Some(stream) => RawConn {
