@@ -213,3 +213,18 @@ async fn shutdown_closes_idle_lane_connections_and_ends_busy_ones_after_their_an
     assert!(busy.closes_within(Duration::from_secs(1)).await);
     stopping.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_request_head_arriving_byte_by_byte_is_served() {
+    let env = start_with(LANE).await;
+    let mut c = Conn::open(env.gateway.addr).await;
+    for b in b"GET /bytewise HTTP/1.1\r\nHost: gw\r\n\r\n" {
+        c.send(&[*b]).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let r = c.response(false).await;
+    assert_eq!(text(&r), "orders /bytewise");
+    // And the connection goes on with a whole request.
+    c.send(b"GET /next HTTP/1.1\r\nHost: gw\r\n\r\n").await;
+    assert_eq!(text(&c.response(false).await), "orders /next");
+}

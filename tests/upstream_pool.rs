@@ -131,6 +131,20 @@ async fn serve(
             }
             _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(),
         };
+        if path == "/trickle" {
+            // One byte at a time: the gateway's reads end anywhere inside the framing.
+            let answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                3;x=y\r\nabc\r\n1\r\nd\r\n0\r\nT: 1\r\n\r\n";
+            let _ = stream.set_nodelay(true);
+            for b in answer {
+                if stream.write_all(&[*b]).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            *answered.lock().unwrap() = Some(Instant::now());
+            continue;
+        }
         if stream.write_all(&answer).await.is_err() {
             return;
         }
@@ -412,4 +426,16 @@ async fn each_way_an_upstream_may_end_a_body_is_read_to_its_end() {
     let a = send(request(Method::GET, &gw, "/conflict")).await;
     assert_eq!(a.status, 502);
     assert!(!a.body.contains("hello"), "{}", a.body);
+}
+
+#[tokio::test]
+async fn a_chunked_body_arriving_byte_by_byte_is_decoded_whole() {
+    let up = RawUpstream::start().await;
+    let (gw, _dir) = gateway(&up, 60_000).await;
+    for _ in 0..2 {
+        let a = send(request(Method::GET, &gw, "/trickle")).await;
+        assert_eq!((a.status.as_u16(), a.body.as_str()), (200, "abcd"));
+    }
+    // Framing intact to its last byte: the connection served both.
+    assert_eq!(up.connections(), 1);
 }
