@@ -20,12 +20,14 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 mod h1;
+mod key;
 mod pool;
 mod stream;
 
 use self::h1::H1Error;
+pub use self::key::Key;
+pub use self::pool::Pool;
 use self::pool::{Conn, ConnectError};
-pub use self::pool::{Key, Pool};
 use crate::body::{Body, BoxError};
 use crate::error::GatewayError;
 use crate::routes::Upstream;

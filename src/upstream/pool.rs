@@ -13,22 +13,24 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use http::uri::Authority;
 use hyper::client::conn::http1::{Connection, SendRequest};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use super::h1::RawConn;
+use super::key::Key;
 use super::stream::Stream;
 use crate::body::Body;
 use crate::prehashed::BuildPrehashed;
-use crate::routes::{Upstream, UpstreamCa};
+
+mod sweep;
+use crate::routes::Upstream;
 
 /// Idle connections kept per upstream; enough for a wrk run of a few hundred connections
 /// without reconnect churn.
@@ -40,61 +42,6 @@ const POOL_SWEEP_INTERVAL_MAX_MS: u64 = 1_000;
 const UPSTREAM_PARK_AFTER_MS: u64 = 1_000;
 /// The ALPN protocol offered to TLS upstreams: tollgate speaks HTTP/1.1 to upstreams.
 const ALPN_HTTP1: &[u8] = b"http/1.1";
-
-/// What identifies interchangeable connections. Built once per upstream when the config is
-/// compiled (`routes::Upstream::pool_key`), with its hash: a copy per request is a reference
-/// count, and a pool lookup hashes nothing.
-#[derive(Debug, Clone)]
-pub struct Key(Arc<KeyInner>);
-
-#[derive(Debug)]
-struct KeyInner {
-    parts: KeyParts,
-    hash: u64,
-}
-
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct KeyParts {
-    tls: bool,
-    authority: Authority,
-    /// The digest of the route's `ca_file`; `None`: the system roots.
-    ca: Option<String>,
-}
-
-impl Key {
-    pub fn new(scheme: &http::uri::Scheme, authority: &Authority, ca: Option<&UpstreamCa>) -> Key {
-        let parts = KeyParts {
-            tls: *scheme == http::uri::Scheme::HTTPS,
-            authority: authority.clone(),
-            ca: ca.map(|c| c.digest.clone()),
-        };
-        // Equal parts hash alike, in this config and the next: pooled connections outlive
-        // reloads.
-        let hash = std::hash::BuildHasher::hash_one(
-            &std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default(),
-            &parts,
-        );
-        Key(Arc::new(KeyInner { parts, hash }))
-    }
-
-    fn tls(&self) -> bool {
-        self.0.parts.tls
-    }
-}
-
-impl PartialEq for Key {
-    fn eq(&self, other: &Key) -> bool {
-        Arc::ptr_eq(&self.0, &other.0) || self.0.parts == other.0.parts
-    }
-}
-
-impl Eq for Key {}
-
-impl std::hash::Hash for Key {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_u64(self.0.hash);
-    }
-}
 
 /// Why no connection could be had.
 #[derive(Debug)]
@@ -231,7 +178,7 @@ impl Pool {
         });
         // Outside a runtime (`check`, unit tests) nothing is ever pooled, so nothing to sweep.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(sweep(Arc::downgrade(&inner)));
+            runtime.spawn(sweep::sweep(Arc::downgrade(&inner)));
         }
         Pool { inner }
     }
@@ -460,59 +407,5 @@ impl Inner {
         let config = Arc::new(config);
         map.insert(digest.to_owned(), Arc::clone(&config));
         config
-    }
-}
-
-/// Until the pool is dropped: closes connections idle longer than the idle timeout, and parks
-/// those idle longer than `UPSTREAM_PARK_AFTER_MS`.
-async fn sweep(pool: Weak<Inner>) {
-    let every = match pool.upgrade() {
-        Some(p) => (p.idle_timeout / 2).min(Duration::from_millis(POOL_SWEEP_INTERVAL_MAX_MS)),
-        None => return,
-    };
-    let park_after = Duration::from_millis(UPSTREAM_PARK_AFTER_MS);
-    let mut ticks = tokio::time::interval(every.max(Duration::from_millis(1)));
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        let Some(pool) = pool.upgrade() else { return };
-        let mut closed: Vec<Idle> = Vec::new();
-        let mut parked_any = false;
-        {
-            let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
-            for list in idle.values_mut() {
-                // Oldest first: connections are pushed as they are released.
-                let stale = list
-                    .iter()
-                    .take_while(|i| i.since.elapsed() >= pool.idle_timeout)
-                    .count();
-                closed.extend(list.drain(..stale));
-                let parkable = list
-                    .iter()
-                    .take_while(|i| i.since.elapsed() >= park_after)
-                    .count();
-                let kept: Vec<Idle> = list
-                    .drain(..parkable)
-                    .filter_map(|i| match i.held {
-                        Held::Parked(_) => Some(i),
-                        held => {
-                            parked_any = true;
-                            held.into_stream().map(|stream| Idle {
-                                held: Held::Parked(stream),
-                                since: i.since,
-                            })
-                        }
-                    })
-                    .collect();
-                list.splice(..0, kept);
-            }
-            idle.retain(|_, list| !list.is_empty());
-        }
-        // Closed outside the lock: dropping a connection closes its socket.
-        drop(closed);
-        if parked_any {
-            // Their buffers are free: let the heap hand them back (see `heap`).
-            crate::heap::freed();
-        }
     }
 }
