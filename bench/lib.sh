@@ -51,13 +51,14 @@ CONF
 }
 
 # Writes and starts a one-worker nginx named $1 (config, pid and log in $W, pinned to
-# $SERVER_CPU, default 1) whose http block holds $2; waits for its pid file.
+# $SERVER_CPU, default 1) whose http block holds $2, with $3 worker connections (default
+# 4096); waits for its pid file $W/$1.pid.
 nginx_conf() {
     cat > "$W/$1.conf" <<CONF
 worker_processes 1;
 pid $W/$1.pid;
 error_log $W/$1.error.log warn;
-events { worker_connections 4096; }
+events { worker_connections ${3:-4096}; }
 http {
     access_log off;
     keepalive_requests 10000000;

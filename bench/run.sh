@@ -53,20 +53,9 @@ for alg in RS256 ES256; do
 done
 
 # The upstream: nginx, one worker, `return 200`, no access log, stub_status for accepts.
+# nginx_conf (bench/lib.sh) names its pid file after its first argument: $W/NAME.nginx.pid.
 start_nginx() { # $1 name, $2 config body (http block content)
-    cat > "$W/$1.conf" <<EOF
-worker_processes 1;
-pid $W/$1.nginx.pid;
-error_log $W/$1.error.log warn;
-events { worker_connections 20000; }
-http {
-    access_log off;
-    keepalive_requests 10000000;
-    $2
-}
-EOF
-    taskset -c "$SERVER_CPU" nginx -c "$W/$1.conf" -p "$W" 
-    for _ in $(seq 50); do [ -s "$W/$1.nginx.pid" ] && break; sleep 0.05; done
+    nginx_conf "$1.nginx" "$2" 20000
 }
 start_nginx upstream "server { listen 127.0.0.1:$UP; location / { return 200 'ok\n'; } }
     server { listen 127.0.0.1:$UP_STATUS; location / { stub_status; } }"

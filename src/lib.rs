@@ -21,6 +21,7 @@ mod heap;
 pub mod metrics;
 mod prehashed;
 pub mod proxy;
+mod readiness;
 pub mod reload;
 pub mod routes;
 pub mod sanitize;

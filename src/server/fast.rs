@@ -25,7 +25,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Uri, Version};
-use tokio::io::{AsyncReadExt, Interest, ReadBuf};
+use tokio::io::{AsyncReadExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -95,18 +95,10 @@ pub async fn serve<H: Handler>(stream: &mut TcpStream, prefix: Bytes, turn: Turn
                 if stopping {
                     return Poll::Ready(Wake::Stop);
                 }
-                // Readiness can be stale: only a read that finds nothing clears it.
-                loop {
-                    match stream.poll_read_ready(cx) {
-                        Poll::Pending => break,
-                        Poll::Ready(Err(_)) => return Poll::Ready(Wake::Closed),
-                        Poll::Ready(Ok(())) => match read_drained(stream, &mut buf) {
-                            Ok(0) => return Poll::Ready(Wake::Closed),
-                            Ok(_) => return Poll::Ready(Wake::Read),
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                            Err(_) => return Poll::Ready(Wake::Closed),
-                        },
-                    }
+                match crate::readiness::poll_read_drained(stream, cx, &mut buf) {
+                    Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(Wake::Closed),
+                    Poll::Ready(Ok(_)) => return Poll::Ready(Wake::Read),
+                    Poll::Pending => {}
                 }
                 while idle_timer.as_mut().poll(cx).is_ready() {
                     let deadline = last_active + wait_limit;
@@ -164,28 +156,6 @@ pub async fn serve<H: Handler>(stream: &mut TcpStream, prefix: Bytes, turn: Turn
             }
         }
         last_active = Instant::now();
-    }
-}
-
-/// Reads what the socket holds into `buf`. tokio keeps a socket marked readable until a read
-/// finds nothing, which costs one more system call per request; a read that leaves room in
-/// `buf` unused has emptied the socket, so it clears the mark itself (`try_io` clears it
-/// only if no readiness event came in meanwhile, and never clears a hang-up). Waiting for
-/// the client's next bytes, or watching for its hang-up, then costs no system call.
-fn read_drained(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
-    let mut got = 0;
-    let read = stream.try_io(Interest::READABLE, || {
-        let room = buf.capacity() - buf.len();
-        got = stream.try_read_buf(buf)?;
-        if got > 0 && got < room {
-            Err(std::io::ErrorKind::WouldBlock.into())
-        } else {
-            Ok(got)
-        }
-    });
-    match read {
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && got > 0 => Ok(got),
-        other => other,
     }
 }
 
@@ -263,7 +233,8 @@ struct Parsed {
     simple: bool,
 }
 
-/// `Ok(None)`: the head is not complete yet. `Err`: not a request the lane can even read.
+/// `Ok(None)`: the head is not complete yet. `Err`: not an HTTP/1.1 request the lane can
+/// read (hyper answers it).
 fn parse(buf: &[u8]) -> Result<Option<Parsed>, ()> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut slots);
@@ -277,8 +248,9 @@ fn parse(buf: &[u8]) -> Result<Option<Parsed>, ()> {
         let start = s.as_ptr() as usize - base;
         (start, start + s.len())
     };
+    // Not HTTP/1.1 with a method and a target: hyper's to answer, as for a parse error.
     let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
-        return Ok(Some(not_simple(len)));
+        return Err(());
     };
     let mut parsed = Parsed {
         len,
@@ -308,17 +280,6 @@ fn parse(buf: &[u8]) -> Result<Option<Parsed>, ()> {
     }
     parsed.simple &= hosts == 1;
     Ok(Some(parsed))
-}
-
-fn not_simple(len: usize) -> Parsed {
-    Parsed {
-        len,
-        method: (0, 0),
-        target: (0, 0),
-        headers: [((0, 0), (0, 0)); MAX_HEADERS],
-        count: 0,
-        simple: false,
-    }
 }
 
 /// The request the handler sees, sharing `head`'s bytes; `None` if the `http` types refuse

@@ -2,11 +2,11 @@
 
 use std::io;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 
-use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
@@ -17,38 +17,16 @@ pub enum Stream {
 }
 
 impl Stream {
-    /// Reads into `buf`'s spare room (which must have some). On plain TCP a read that leaves
-    /// room unused emptied the socket and clears tokio's readiness for it, so the next poll
-    /// finds the socket idle without a system call (see `server::fast::read_drained`).
+    /// Reads into `buf`'s spare room (which must have some); on plain TCP without the system
+    /// call that learns the socket is empty (`crate::readiness`).
     pub fn poll_read_drained(
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
     ) -> Poll<io::Result<usize>> {
-        let Stream::Plain(tcp) = self else {
-            return tokio_util::io::poll_read_buf(Pin::new(self), cx, buf);
-        };
-        loop {
-            ready!(tcp.poll_read_ready(cx))?;
-            let mut got = 0;
-            let read = tcp.try_io(Interest::READABLE, || {
-                let room = buf.capacity() - buf.len();
-                got = tcp.try_read_buf(buf)?;
-                if got > 0 && got < room {
-                    Err(io::ErrorKind::WouldBlock.into())
-                } else {
-                    Ok(got)
-                }
-            });
-            match read {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => {
-                    return Poll::Ready(Ok(got))
-                }
-                // Readiness was stale and is now cleared: poll again to wait.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
+        match self {
+            Stream::Plain(tcp) => crate::readiness::poll_read_drained(tcp, cx, buf),
+            Stream::Tls(_) => tokio_util::io::poll_read_buf(Pin::new(self), cx, buf),
         }
     }
 }
