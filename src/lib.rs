@@ -22,6 +22,7 @@ pub mod metrics;
 mod prehashed;
 pub mod proxy;
 mod readiness;
+mod recycle;
 pub mod reload;
 pub mod routes;
 pub mod sanitize;

@@ -135,10 +135,8 @@ async fn exchange_h1(
     pool: &Pool,
     upstream: &Upstream,
     key: Key,
-    request: Request<Body>,
+    mut request: Request<Body>,
 ) -> Result<Response<Body>, (GatewayError, FailureKind)> {
-    // Sized once: growing it from empty cost about five reallocations per request.
-    let mut out = Vec::with_capacity(h1::head_size(&request));
     let mut fresh = false;
     loop {
         let conn = if fresh {
@@ -147,7 +145,7 @@ async fn exchange_h1(
             pool.checkout_raw(upstream, &key).await
         };
         let mut conn = conn.map_err(|e| connect_failed(upstream, &e))?;
-        let (head, written) = match h1::write_request(&mut conn, &mut out, &request).await {
+        let (head, written) = match h1::write_request(&mut conn, &request).await {
             Ok(()) => (h1::read_head(&mut conn, request.method()).await, true),
             Err(e) => (Err(H1Error::Io(e)), false),
         };
@@ -167,6 +165,8 @@ async fn exchange_h1(
             }
             Err(e) => return Err(exchange_failed(upstream, &e)),
         };
+        // Written and answered: the request's map serves a later request (`recycle`).
+        crate::recycle::give_back(std::mem::take(request.headers_mut()));
         let (parts, ()) = head.response.into_parts();
         let body = h1::RawBody::new(conn, head.framing, head.reusable, pool.clone(), key);
         let body = if http_body::Body::is_end_stream(&body) {

@@ -73,6 +73,8 @@ pub async fn write_response(
     let framing = framing(parts.status, &mut parts.headers, &body, head_request);
     out.clear();
     head(out, parts.status, &parts.headers, framing, close);
+    // Encoded: the map's memory serves a later request (`recycle`).
+    crate::recycle::give_back(std::mem::take(&mut parts.headers));
     if framing == Framing::None {
         // The body is not wanted (HEAD, 204, 304): dropping it is all there is to do.
         stream.write_all(out).await?;

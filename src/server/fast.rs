@@ -18,12 +18,13 @@
 //! is first. The idle timer is re-armed only when it fires, not per request.
 
 use std::future::{poll_fn, Future};
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Uri, Version};
 use tokio::io::{AsyncReadExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -201,14 +202,22 @@ enum Take {
 }
 
 /// The next request out of `buf`, if the lane takes it. Not async: the parse state (a few
-/// KiB) never becomes part of the connection's future.
+/// KiB) never becomes part of the connection's future, and is filled in place, not moved.
 fn take(buf: &mut BytesMut, max_head: usize) -> Take {
-    let parsed = match parse(buf) {
-        Ok(Some(parsed)) if parsed.simple => parsed,
-        Ok(None) if buf.len() < max_head => return Take::More,
+    let mut parsed = Parsed {
+        len: 0,
+        method: (0, 0),
+        target: (0, 0),
+        headers: [((0, 0), (0, 0)); MAX_HEADERS],
+        count: 0,
+        simple: false,
+    };
+    match parse(buf, &mut parsed) {
+        Ok(true) if parsed.simple => {}
+        Ok(false) if buf.len() < max_head => return Take::More,
         // Over the limit, not HTTP/1 as the lane knows it, or not simple: hyper answers.
         _ => return Take::Handoff,
-    };
+    }
     let head = buf.split_to(parsed.len).freeze();
     match build(&parsed, &head) {
         Some(request) => Take::Request(request),
@@ -233,14 +242,15 @@ struct Parsed {
     simple: bool,
 }
 
-/// `Ok(None)`: the head is not complete yet. `Err`: not an HTTP/1.1 request the lane can
-/// read (hyper answers it).
-fn parse(buf: &[u8]) -> Result<Option<Parsed>, ()> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut slots);
-    let len = match req.parse(buf) {
+/// `Ok(true)`: a complete head, described in `parsed`. `Ok(false)`: not complete yet.
+/// `Err`: not an HTTP/1.1 request the lane can read (hyper answers it).
+fn parse(buf: &[u8], parsed: &mut Parsed) -> Result<bool, ()> {
+    // Left uninitialised: httparse writes the slots it fills, and 100 of them are 3.2 KiB.
+    let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(None),
+        Ok(httparse::Status::Partial) => return Ok(false),
         Err(_) => return Err(()),
     };
     let base = buf.as_ptr() as usize;
@@ -252,14 +262,11 @@ fn parse(buf: &[u8]) -> Result<Option<Parsed>, ()> {
     let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
         return Err(());
     };
-    let mut parsed = Parsed {
-        len,
-        method: span(method.as_bytes()),
-        target: span(target.as_bytes()),
-        headers: [((0, 0), (0, 0)); MAX_HEADERS],
-        count: req.headers.len(),
-        simple: target.starts_with('/') && method != "CONNECT",
-    };
+    parsed.len = len;
+    parsed.method = span(method.as_bytes());
+    parsed.target = span(target.as_bytes());
+    parsed.count = req.headers.len();
+    parsed.simple = target.starts_with('/') && method != "CONNECT";
     let mut hosts = 0;
     for (slot, h) in parsed.headers.iter_mut().zip(req.headers.iter()) {
         *slot = (span(h.name.as_bytes()), span(h.value));
@@ -279,7 +286,7 @@ fn parse(buf: &[u8]) -> Result<Option<Parsed>, ()> {
         parsed.simple &= plain;
     }
     parsed.simple &= hosts == 1;
-    Ok(Some(parsed))
+    Ok(true)
 }
 
 /// The request the handler sees, sharing `head`'s bytes; `None` if the `http` types refuse
@@ -289,7 +296,7 @@ fn build(parsed: &Parsed, head: &Bytes) -> Option<Request<RequestBody>> {
     let uri = Uri::from_maybe_shared(head.slice(parsed.target.0..parsed.target.1)).ok()?;
     // Room for the headers the request path adds (X-Forwarded-*, the request id, claim
     // headers): growing the map later moves every entry.
-    let mut headers = HeaderMap::with_capacity(parsed.count + ADDED_HEADERS_ROOM);
+    let mut headers = crate::recycle::header_map(parsed.count + ADDED_HEADERS_ROOM);
     for &((ns, ne), (vs, ve)) in &parsed.headers[..parsed.count] {
         let name = HeaderName::from_bytes(&head[ns..ne]).ok()?;
         let value = HeaderValue::from_maybe_shared(head.slice(vs..ve)).ok()?;

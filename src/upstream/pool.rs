@@ -231,6 +231,7 @@ impl Pool {
         Ok(RawConn {
             stream: self.open(upstream, key).await?,
             rbuf: BytesMut::new(),
+            wbuf: Vec::new(),
             reused: false,
         })
     }
@@ -371,6 +372,7 @@ impl Inner {
                     Some(stream) => RawConn {
                         stream,
                         rbuf: BytesMut::new(),
+                        wbuf: Vec::new(),
                         reused: true,
                     },
                     None => continue,
