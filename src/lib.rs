@@ -19,6 +19,7 @@ pub mod explain;
 pub mod forward;
 mod heap;
 pub mod metrics;
+mod parsed_value;
 mod prehashed;
 pub mod proxy;
 mod readiness;

@@ -20,6 +20,13 @@ use crate::error::GatewayError;
 
 /// Returns the normalized path, borrowing when nothing changes (the common case).
 pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, GatewayError> {
+    if is_plain(raw) {
+        return Ok(Cow::Borrowed(raw));
+    }
+    normalize_full(raw)
+}
+
+fn normalize_full(raw: &str) -> Result<Cow<'_, str>, GatewayError> {
     if !raw.starts_with('/') {
         return Err(GatewayError::BadRequestTarget(
             "the request target must be an absolute path",
@@ -55,6 +62,25 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, GatewayError> {
         ));
     }
     Ok(path)
+}
+
+/// An absolute path with nothing to decode, merge or refuse: no `\\`, no `%`, no `//`, and
+/// no segment starting with `.` (which covers every dot segment, `..;x` included). Such a
+/// path is its own normal form; one pass over it decides, where the full checks below take
+/// six (a third of the instructions of the whole route match, callgrind, issue 5).
+fn is_plain(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return false;
+    }
+    let mut special = false;
+    let mut previous = b'/';
+    for &b in &bytes[1..] {
+        let after_slash = previous == b'/';
+        special |= b == b'\\' || b == b'%' || (after_slash && (b == b'/' || b == b'.'));
+        previous = b;
+    }
+    !special
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -154,5 +180,47 @@ mod tests {
             assert!(normalize_path(p).is_err(), "{p} should be rejected");
         }
         assert!(normalize_path("/a/..b/c.").is_ok());
+    }
+
+    #[test]
+    fn the_one_pass_check_claims_only_paths_the_full_checks_leave_alone() {
+        let mut claimed = 0;
+        for p in [
+            "/",
+            "/api",
+            "/api/orders/7",
+            "/a/b/",
+            "/a.b/c.d",
+            "/a/b.",
+            "/x;y/z",
+            "/a-b_c~d",
+            "/a/..b",
+            "/.well-known",
+            "/a//b",
+            "//",
+            "/a/./b",
+            "/a/../b",
+            "/a/..;x/b",
+            "/a%41",
+            "/a\\b",
+            "api",
+            "",
+            "*",
+            "/a/.",
+            "/..",
+            "/a/%2e",
+        ] {
+            let full = normalize_full(p);
+            if is_plain(p) {
+                claimed += 1;
+                assert!(
+                    matches!(&full, Ok(Cow::Borrowed(q)) if *q == p),
+                    "{p:?}: the full checks give {full:?}"
+                );
+            }
+            // Whichever path answers, the answer is the full checks' answer.
+            assert_eq!(normalize_path(p), full, "{p:?}");
+        }
+        assert_eq!(claimed, 8);
     }
 }

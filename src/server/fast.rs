@@ -24,7 +24,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderName};
 use http::{Method, Request, Uri, Version};
 use tokio::io::{AsyncReadExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -299,7 +299,8 @@ fn build(parsed: &Parsed, head: &Bytes) -> Option<Request<RequestBody>> {
     let mut headers = crate::recycle::header_map(parsed.count + ADDED_HEADERS_ROOM);
     for &((ns, ne), (vs, ve)) in &parsed.headers[..parsed.count] {
         let name = HeaderName::from_bytes(&head[ns..ne]).ok()?;
-        let value = HeaderValue::from_maybe_shared(head.slice(vs..ve)).ok()?;
+        // httparse checked the value's bytes (`parsed_value`).
+        let value = crate::parsed_value::header_value(head.slice(vs..ve));
         headers.append(name, value);
     }
     // A Content-Length of 0 says there is no body, and the lane's body is empty: it adds

@@ -19,7 +19,7 @@ use std::io;
 use std::mem::MaybeUninit;
 
 use bytes::{Buf, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, Request, Response, StatusCode};
 use tokio::io::AsyncWriteExt;
 
@@ -213,8 +213,8 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, H1Err
         for &((ns, ne), (vs, ve)) in &spans[..count] {
             let name = HeaderName::from_bytes(&head[ns..ne])
                 .map_err(|_| H1Error::Protocol("invalid header name"))?;
-            let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
-                .map_err(|_| H1Error::Protocol("invalid header value"))?;
+            // httparse checked the value's bytes (`parsed_value`).
+            let value = crate::parsed_value::header_value(head.slice(vs..ve));
             headers.append(name, value);
         }
         let framing = framing(status, &headers, method)?;
