@@ -59,6 +59,21 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<Credentials<'_>, MalformedAut
     Ok(Credentials::Bearer(token))
 }
 
+/// The bytes after `Bearer ` (scheme in any case, one space) when the request has exactly one
+/// `Authorization` header of that shape; their syntax is NOT checked. For a cache lookup
+/// only: the cache holds tokens that verified, and a verified JWS is base64url and dots, all
+/// b64token bytes, so a hit is a token [`bearer_token`] would return as it is. Anything
+/// else, a miss included, goes through [`bearer_token`].
+pub fn bearer_bytes(headers: &HeaderMap) -> Option<&[u8]> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let (scheme, token) = value.as_bytes().split_at_checked(7)?;
+    (scheme[..6].eq_ignore_ascii_case(b"bearer") && scheme[6] == b' ').then_some(token)
+}
+
 /// `Bearer <b64token>` exactly: the scheme in any case, one space, the token. What it
 /// accepts the full path accepts as the same token: a b64token is visible ASCII, so the
 /// whole value is, and there is no whitespace to trim.
