@@ -25,16 +25,7 @@ install_missing wrk:wrk nginx:nginx-light
 CEIL=target/release/examples/ceiling
 [ -x "$CEIL" ] || cargo build --release --locked --example ceiling
 TCK=$(getconf CLK_TCK)
-W=$(mktemp -d /tmp/tollgate-split.XXXXXX)
-GW=""
-CE=""
-cleanup() {
-    [ -n "$GW" ] && kill "$GW" 2>/dev/null || true
-    [ -n "$CE" ] && kill "$CE" 2>/dev/null || true
-    for f in "$W"/*.pid; do [ -s "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
-    rm -rf "$W"
-}
-trap cleanup EXIT
+scratch_dir split
 
 UP=$(free_port)
 PX=$(free_port)
@@ -51,11 +42,13 @@ TOKEN=$("$BIN" token --key "$W/keys/k.pem" --kid k --iss "$ISS" --aud orders-api
 gateway_config "$GP" "$UP" "$ISS" "$W/keys/k.jwks.json" true > "$W/gw.yaml"
 RUST_LOG=warn taskset -c 1 "$BIN" serve --config "$W/gw.yaml" --no-watch --worker-threads 1 2>"$W/gw.log" &
 GW=$!
+started "$GW"
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$GP/" && break; sleep 0.05; done
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$GP/api/orders/1")
 [ "$code" = 200 ] || { echo "tollgate auth check failed: $code" >&2; exit 1; }
 taskset -c 1 "$CEIL" "127.0.0.1:$CP" "127.0.0.1:$UP" "$TOKEN" >/dev/null &
 CE=$!
+started "$CE"
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$CP/" && break; sleep 0.05; done
 
 # utime stime voluntary involuntary

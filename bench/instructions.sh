@@ -28,14 +28,7 @@ if [ -z "${A:-}" ]; then
     A=target/release/tollgate
 fi
 
-W=$(mktemp -d /tmp/tollgate-instructions.XXXXXX)
-GW=""
-cleanup() {
-    [ -n "$GW" ] && kill "$GW" 2>/dev/null || true
-    for f in "$W"/*.pid; do [ -s "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
-    rm -rf "$W"
-}
-trap cleanup EXIT
+scratch_dir instructions
 
 UP=$(free_port)
 nginx_conf up "server { listen 127.0.0.1:$UP; location / { return 200 'ok\n'; } }"
@@ -44,13 +37,14 @@ ISS=https://idp.instructions.test
 TOKEN=$("$A" token --key "$W/keys/k.pem" --kid k --iss "$ISS" --aud orders-api --scope orders:read --ttl 2h)
 
 count() { # $1 binary -> "requests instructions-per-request"
-    local port out n
+    local port out n GW
     port=$(free_port)
     gateway_config "$port" "$UP" "$ISS" "$W/keys/k.jwks.json" "$CACHE" > "$W/gw.yaml"
     rm -f "$W"/cg.out*
     RUST_LOG=warn valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$W/cg.out" \
         "$1" serve --config "$W/gw.yaml" --no-watch --worker-threads 1 >"$W/gw.log" 2>&1 &
     GW=$!
+    started "$GW"
     for _ in $(seq 300); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
     local url="http://127.0.0.1:$port/api/orders/1"
     [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$url")" = 200 ] ||
@@ -63,7 +57,6 @@ count() { # $1 binary -> "requests instructions-per-request"
     callgrind_control -d "$GW" >/dev/null 2>&1
     kill "$GW"
     wait "$GW" 2>/dev/null || true
-    GW=""
     if grep -q Non-2xx <<<"$out"; then echo "non-2xx responses: $out" >&2; exit 1; fi
     n=$(awk '/requests in/ {print $1}' <<<"$out")
     # What was counted between `-i on` and `-i off` is in the dump (cg.out.1); the part

@@ -68,3 +68,20 @@ CONF
     taskset -c "${SERVER_CPU:-1}" nginx -c "$W/$1.conf" -p "$W"
     for _ in $(seq 50); do [ -s "$W/$1.pid" ] && break; sleep 0.05; done
 }
+
+# A scratch directory $W for this run, and an exit trap that stops what the run started (every
+# nginx by its pid file in $W, and the processes named with `started`) and removes $W.
+STARTED=()
+scratch_dir() {
+    W=$(mktemp -d "/tmp/tollgate-$1.XXXXXX")
+    trap stop_started EXIT
+}
+started() { STARTED+=("$@"); }
+stop_started() {
+    local p f
+    for p in "${STARTED[@]}"; do kill "$p" 2>/dev/null || true; done
+    for f in "$W"/*.pid; do
+        if [ -s "$f" ]; then kill "$(cat "$f")" 2>/dev/null || true; fi
+    done
+    rm -rf "$W"
+}

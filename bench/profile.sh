@@ -32,14 +32,7 @@ fi
 CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build --release --locked --target-dir target/profile
 BIN=target/profile/release/tollgate
 
-W=$(mktemp -d /tmp/tollgate-profile.XXXXXX)
-GW=""
-cleanup() {
-    [ -n "$GW" ] && kill "$GW" 2>/dev/null || true
-    for f in "$W"/*.pid; do [ -s "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
-    rm -rf "$W"
-}
-trap cleanup EXIT
+scratch_dir profile
 
 UP=$(free_port)
 GP=$(free_port)
@@ -50,6 +43,7 @@ TOKEN=$("$BIN" token --key "$W/keys/k.pem" --kid k --iss "$ISS" --aud orders-api
 gateway_config "$GP" "$UP" "$ISS" "$W/keys/k.jwks.json" "$CACHE" > "$W/gw.yaml"
 RUST_LOG=warn taskset -c 1 "$BIN" serve --config "$W/gw.yaml" --no-watch --worker-threads 1 2>"$W/gw.log" &
 GW=$!
+started "$GW"
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$GP/" && break; sleep 0.05; done
 URL="http://127.0.0.1:$GP/api/orders/1"
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$URL")
