@@ -70,7 +70,12 @@ pub fn bearer_bytes(headers: &HeaderMap) -> Option<&[u8]> {
     if values.next().is_some() {
         return None;
     }
-    let (scheme, token) = value.as_bytes().split_at_checked(7)?;
+    after_bearer(value.as_bytes())
+}
+
+/// What follows `Bearer ` (the scheme in any case, then one space), unchecked.
+fn after_bearer(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, token) = value.split_at_checked(7)?;
     (scheme[..6].eq_ignore_ascii_case(b"bearer") && scheme[6] == b' ').then_some(token)
 }
 
@@ -78,10 +83,7 @@ pub fn bearer_bytes(headers: &HeaderMap) -> Option<&[u8]> {
 /// accepts the full path accepts as the same token: a b64token is visible ASCII, so the
 /// whole value is, and there is no whitespace to trim.
 fn plain_bearer(value: &[u8]) -> Option<&str> {
-    let (scheme, token) = value.split_at_checked(7)?;
-    if !scheme[..6].eq_ignore_ascii_case(b"bearer") || scheme[6] != b' ' {
-        return None;
-    }
+    let token = after_bearer(value)?;
     if !is_b64token_bytes(token) {
         return None;
     }
