@@ -11,6 +11,13 @@
 use bytes::Bytes;
 use http::HeaderValue;
 
+/// Where one header's name and value lie in the head they were parsed from (start, end).
+pub type HeaderSpan = ((usize, usize), (usize, usize));
+
+/// Header spans of the last head parsed, kept by the connection that parses: the buffer is
+/// reused, where a fixed array of `MAX_HEADERS` spans (3.2 KiB) was zeroed for every head.
+pub type HeaderSpans = Vec<HeaderSpan>;
+
 /// `bytes` as a header value; `bytes` must be a header value httparse returned.
 #[allow(unsafe_code)]
 pub fn header_value(bytes: Bytes) -> HeaderValue {

@@ -125,15 +125,26 @@ async fn signature_and_algorithm_attacks_are_rejected() {
     let k = keys();
     let c = claims();
 
-    // Bad signature: the signature of another token.
+    // Bad signature: the signature of another token, spliced both ways. Both tokens are in
+    // the cache first, which finds entries by the signature's digest: the claims it is
+    // spliced onto must still be the ones that were verified with it.
     let good = token_with(&k.rsa, &c);
     let other = token(|c| c["sub"] = json!("someone-else"));
-    let forged = format!(
-        "{}.{}",
-        good.rsplit_once('.').unwrap().0,
-        other.rsplit_once('.').unwrap().1
-    );
-    assert_invalid_token(&env, &forged, "token signature is invalid").await;
+    for t in [&good, &other] {
+        assert_eq!(get(&env.url("/api/orders/1"), Some(t)).await.status, 200);
+    }
+    let (good_signed, good_sig) = good.rsplit_once('.').unwrap();
+    let (other_signed, other_sig) = other.rsplit_once('.').unwrap();
+    for forged in [
+        format!("{good_signed}.{other_sig}"),
+        format!("{other_signed}.{good_sig}"),
+    ] {
+        assert_invalid_token(&env, &forged, "token signature is invalid").await;
+    }
+    // The cached tokens still pass: a splice that missed evicted nothing.
+    for t in [&good, &other] {
+        assert_eq!(get(&env.url("/api/orders/1"), Some(t)).await.status, 200);
+    }
 
     // alg none, with and without a signature part.
     let h = support_b64(&json!({"alg": "none", "typ": "at+jwt"}));

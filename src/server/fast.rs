@@ -35,6 +35,7 @@ use super::encode::{write_response, WriteError};
 use super::idle::PARK_AFTER_MS;
 use super::Handler;
 use crate::body::RequestBody;
+use crate::parsed_value::HeaderSpans;
 use crate::proxy::Connection;
 
 /// The read buffer a busy connection starts with; it grows up to the head size limit.
@@ -77,6 +78,7 @@ pub async fn serve<H: Handler>(stream: &mut TcpStream, prefix: Bytes, turn: Turn
     let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES.max(prefix.len()));
     buf.extend_from_slice(&prefix);
     let mut out = Vec::with_capacity(READ_BUFFER_BYTES);
+    let mut parsed = Parsed::default();
     let park_after = Duration::from_millis(PARK_AFTER_MS);
     let wait_limit = park_after.min(idle_limit);
     let mut last_active = Instant::now();
@@ -122,7 +124,7 @@ pub async fn serve<H: Handler>(stream: &mut TcpStream, prefix: Bytes, turn: Turn
         // needs more than one read.
         let mut incomplete_since = None;
         let request = loop {
-            match take(&mut buf, max_head) {
+            match take(&mut buf, max_head, &mut parsed) {
                 Take::Request(request) => break request,
                 Take::Handoff => return Lane::Handoff(buf.freeze()),
                 Take::More => {}
@@ -201,25 +203,18 @@ enum Take {
     Handoff,
 }
 
-/// The next request out of `buf`, if the lane takes it. Not async: the parse state (a few
-/// KiB) never becomes part of the connection's future, and is filled in place, not moved.
-fn take(buf: &mut BytesMut, max_head: usize) -> Take {
-    let mut parsed = Parsed {
-        len: 0,
-        method: (0, 0),
-        target: (0, 0),
-        headers: [((0, 0), (0, 0)); MAX_HEADERS],
-        count: 0,
-        simple: false,
-    };
-    match parse(buf, &mut parsed) {
+/// The next request out of `buf`, if the lane takes it. Not async: httparse's slots (3.2
+/// KiB) never become part of the connection's future; `parsed` is the connection's, filled
+/// in place and reused.
+fn take(buf: &mut BytesMut, max_head: usize, parsed: &mut Parsed) -> Take {
+    match parse(buf, parsed) {
         Ok(true) if parsed.simple => {}
         Ok(false) if buf.len() < max_head => return Take::More,
         // Over the limit, not HTTP/1 as the lane knows it, or not simple: hyper answers.
         _ => return Take::Handoff,
     }
     let head = buf.split_to(parsed.len).freeze();
-    match build(&parsed, &head) {
+    match build(parsed, &head) {
         Some(request) => Take::Request(request),
         None => {
             let mut whole = BytesMut::with_capacity(head.len() + buf.len());
@@ -232,12 +227,12 @@ fn take(buf: &mut BytesMut, max_head: usize) -> Take {
 }
 
 /// Where a parsed head's parts lie in the buffer, so they can be shared instead of copied.
+#[derive(Default)]
 struct Parsed {
     len: usize,
     method: (usize, usize),
     target: (usize, usize),
-    headers: [((usize, usize), (usize, usize)); MAX_HEADERS],
-    count: usize,
+    headers: HeaderSpans,
     /// The lane takes this request (see the module comment).
     simple: bool,
 }
@@ -265,11 +260,13 @@ fn parse(buf: &[u8], parsed: &mut Parsed) -> Result<bool, ()> {
     parsed.len = len;
     parsed.method = span(method.as_bytes());
     parsed.target = span(target.as_bytes());
-    parsed.count = req.headers.len();
     parsed.simple = target.starts_with('/') && method != "CONNECT";
+    parsed.headers.clear();
     let mut hosts = 0;
-    for (slot, h) in parsed.headers.iter_mut().zip(req.headers.iter()) {
-        *slot = (span(h.name.as_bytes()), span(h.value));
+    for h in req.headers.iter() {
+        parsed
+            .headers
+            .push((span(h.name.as_bytes()), span(h.value)));
         let name = h.name.as_bytes();
         let plain = if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
@@ -296,8 +293,8 @@ fn build(parsed: &Parsed, head: &Bytes) -> Option<Request<RequestBody>> {
     let uri = Uri::from_maybe_shared(head.slice(parsed.target.0..parsed.target.1)).ok()?;
     // Room for the headers the request path adds (X-Forwarded-*, the request id, claim
     // headers): growing the map later moves every entry.
-    let mut headers = crate::recycle::header_map(parsed.count + ADDED_HEADERS_ROOM);
-    for &((ns, ne), (vs, ve)) in &parsed.headers[..parsed.count] {
+    let mut headers = crate::recycle::header_map(parsed.headers.len() + ADDED_HEADERS_ROOM);
+    for &((ns, ne), (vs, ve)) in &parsed.headers {
         let name = HeaderName::from_bytes(&head[ns..ne]).ok()?;
         // httparse checked the value's bytes (`parsed_value`).
         let value = crate::parsed_value::header_value(head.slice(vs..ve));

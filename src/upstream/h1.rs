@@ -25,6 +25,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::stream::Stream;
 use crate::body::Body;
+use crate::parsed_value::HeaderSpans;
 
 mod body;
 
@@ -44,6 +45,8 @@ pub struct RawConn {
     /// The request head being written; kept with the connection so that each exchange on
     /// it reuses the memory (a head with a token is about 1 KiB).
     pub wbuf: Vec<u8>,
+    /// Where the last response head's headers lay, reused like `wbuf`.
+    pub spans: HeaderSpans,
     /// Served an exchange before this one.
     pub reused: bool,
 }
@@ -155,7 +158,7 @@ pub struct Head {
 pub async fn read_head(conn: &mut RawConn, method: &Method) -> Result<Head, H1Error> {
     let mut any_byte = !conn.rbuf.is_empty();
     loop {
-        if let Some(head) = parse_head(&mut conn.rbuf, method)? {
+        if let Some(head) = parse_head(&mut conn.rbuf, &mut conn.spans, method)? {
             return Ok(head);
         }
         if conn.rbuf.len() >= UPSTREAM_MAX_HEAD_BYTES {
@@ -175,7 +178,11 @@ pub async fn read_head(conn: &mut RawConn, method: &Method) -> Result<Head, H1Er
 }
 
 /// Parses one head out of `buf` (consumed); `None` if it is not complete yet.
-fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, H1Error> {
+fn parse_head(
+    buf: &mut BytesMut,
+    spans: &mut HeaderSpans,
+    method: &Method,
+) -> Result<Option<Head>, H1Error> {
     loop {
         // Left uninitialised: httparse writes the slots it fills, and 100 of them are 3.2 KiB.
         let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
@@ -200,17 +207,16 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, H1Err
         }
         let http11 = res.version == Some(1);
         let base = buf.as_ptr() as usize;
-        let mut spans = [((0usize, 0usize), (0usize, 0usize)); MAX_HEADERS];
-        let count = res.headers.len();
-        for (slot, h) in spans.iter_mut().zip(res.headers.iter()) {
+        spans.clear();
+        for h in res.headers.iter() {
             let name = h.name.as_ptr() as usize - base;
             let value = h.value.as_ptr() as usize - base;
-            *slot = ((name, name + h.name.len()), (value, value + h.value.len()));
+            spans.push(((name, name + h.name.len()), (value, value + h.value.len())));
         }
         let head = buf.split_to(len).freeze();
         // Room for the request id the response gains on its way out.
-        let mut headers = crate::recycle::header_map(count + 1);
-        for &((ns, ne), (vs, ve)) in &spans[..count] {
+        let mut headers = crate::recycle::header_map(spans.len() + 1);
+        for &((ns, ne), (vs, ve)) in spans.iter() {
             let name = HeaderName::from_bytes(&head[ns..ne])
                 .map_err(|_| H1Error::Protocol("invalid header name"))?;
             // httparse checked the value's bytes (`parsed_value`).
@@ -286,7 +292,7 @@ mod tests {
 
     fn head(text: &str, method: &Method) -> Result<Option<Head>, H1Error> {
         let mut buf = BytesMut::from(text.as_bytes());
-        parse_head(&mut buf, method)
+        parse_head(&mut buf, &mut HeaderSpans::new(), method)
     }
 
     #[test]

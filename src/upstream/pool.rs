@@ -232,6 +232,7 @@ impl Pool {
             stream: self.open(upstream, key).await?,
             rbuf: BytesMut::new(),
             wbuf: Vec::new(),
+            spans: Vec::new(),
             reused: false,
         })
     }
@@ -373,6 +374,7 @@ impl Inner {
                         stream,
                         rbuf: BytesMut::new(),
                         wbuf: Vec::new(),
+                        spans: Vec::new(),
                         reused: true,
                     },
                     None => continue,
