@@ -7,7 +7,8 @@
 #   ROUNDS=5 DURATION=5 CACHE=false SERVE_ARGS="--worker-threads 1" bash bench/ab.sh
 #
 # Rounds alternate A and B (ABAB...) so drift on a shared machine hits both; the verdict is
-# the median of the per-round B/A ratios of requests/s and of server CPU per request.
+# the median of the per-round B/A ratios of requests/s, of server CPU per request and of wrk's
+# p99 latency.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -54,7 +55,7 @@ ISS=https://idp.ab.test
 "$B" keygen --alg RS256 --kid k --out "$W/keys" >/dev/null
 TOKEN=$("$B" token --key "$W/keys/k.pem" --kid k --iss "$ISS" --aud orders-api --scope orders:read --ttl 2h)
 
-run_one() { # $1 binary -> prints "req/s cpu_us_per_req"
+run_one() { # $1 binary -> prints "req/s cpu_us_per_req p99_ms"
     local port pid
     port=$(free_port)
     gateway_config "$port" "$UP" "$ISS" "$W/keys/k.jwks.json" "$CACHE" > "$W/gw.yaml"
@@ -67,27 +68,37 @@ run_one() { # $1 binary -> prints "req/s cpu_us_per_req"
     code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$port/api/orders/1")
     [ "$code" = 200 ] || { echo "auth check failed: $code" >&2; exit 1; }
     taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$port/api/orders/1" >/dev/null
-    local before after out rps reqs
+    local before after out rps reqs p99
     # shellcheck disable=SC2086
     before=$(cpu_ticks "$pid" $UP_PIDS)
-    out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$port/api/orders/1")
+    out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$port/api/orders/1")
     # shellcheck disable=SC2086
     after=$(cpu_ticks "$pid" $UP_PIDS)
     kill "$pid"; wait "$pid" 2>/dev/null || true
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     reqs=$(awk '/requests in/ {print $1}' <<<"$out")
     if grep -q "Non-2xx" <<<"$out"; then echo "non-2xx responses: $out" >&2; exit 1; fi
-    awk -v r="$rps" -v n="$reqs" -v t=$((after - before)) -v tck="$TCK" \
-        'BEGIN { printf "%.0f %.2f\n", r, t / tck * 1e6 / n }'
+    p99=$(awk '$1 == "99%" { v = $2; m = 1
+        if (v ~ /us$/) m = 0.001; else if (v ~ /ms$/) m = 1; else if (v ~ /s$/) m = 1000
+        sub(/[a-z]+$/, "", v); printf "%.3f", v * m }' <<<"$out")
+    awk -v r="$rps" -v n="$reqs" -v t=$((after - before)) -v tck="$TCK" -v p="$p99" \
+        'BEGIN { printf "%.0f %.2f %s\n", r, t / tck * 1e6 / n, p }'
 }
 
-printf '%-6s %10s %10s %12s %12s\n' round "A req/s" "B req/s" "A cpu us/req" "B cpu us/req"
+printf '%-6s %10s %10s %12s %12s %10s %10s\n' round "A req/s" "B req/s" "A cpu us/req" "B cpu us/req" \
+    "A p99 ms" "B p99 ms"
 RATIOS=()
 for r in $(seq "$ROUNDS"); do
-    read -r a_rps a_cpu < <(run_one "$A")
-    read -r b_rps b_cpu < <(run_one "$B")
-    printf '%-6s %10s %10s %12s %12s\n' "$r" "$a_rps" "$b_rps" "$a_cpu" "$b_cpu"
-    RATIOS+=("$(awk -v a="$a_rps" -v b="$b_rps" -v ac="$a_cpu" -v bc="$b_cpu" 'BEGIN { printf "%.3f %.3f", b / a, bc / ac }')")
+    read -r a_rps a_cpu a_p99 < <(run_one "$A")
+    read -r b_rps b_cpu b_p99 < <(run_one "$B")
+    printf '%-6s %10s %10s %12s %12s %10s %10s\n' "$r" "$a_rps" "$b_rps" "$a_cpu" "$b_cpu" "$a_p99" "$b_p99"
+    RATIOS+=("$(awk -v a="$a_rps" -v b="$b_rps" -v ac="$a_cpu" -v bc="$b_cpu" -v ap="$a_p99" -v bp="$b_p99" \
+        'BEGIN { printf "%.3f %.3f %.3f", b / a, bc / ac, bp / ap }')")
 done
-printf '%s\n' "${RATIOS[@]}" | sort -n -k1 | awk '{ r[NR] = $1 } END { printf "median B/A req/s: %.3f\n", r[int((NR + 1) / 2)] }'
-printf '%s\n' "${RATIOS[@]}" | sort -n -k2 | awk '{ c[NR] = $2 } END { printf "median B/A cpu/req: %.3f\n", c[int((NR + 1) / 2)] }'
+median() { # $1 column of RATIOS, $2 label
+    printf '%s\n' "${RATIOS[@]}" | sort -n -k"$1" |
+        awk -v k="$1" -v label="$2" '{ v[NR] = $k } END { printf "median B/A %s: %.3f\n", label, v[int((NR + 1) / 2)] }'
+}
+median 1 req/s
+median 2 cpu/req
+median 3 p99
