@@ -23,8 +23,11 @@ need() { command -v "$1" >/dev/null 2>&1; }
 if ! need wrk || ! need nginx; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null
 fi
-cargo build --release --locked -q
-BIN=$PWD/target/release/tollgate
+# BIN: another build to run (e.g. an older one, to compare); the release build otherwise.
+if [ -z "${BIN:-}" ]; then
+    cargo build --release --locked -q
+    BIN=$PWD/target/release/tollgate
+fi
 
 W=$(mktemp -d /tmp/tollgate-reload.XXXXXX)
 PIDS=()

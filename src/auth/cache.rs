@@ -104,7 +104,8 @@ impl TokenCache {
             let map = self.entries.read().ok()?;
             let entry = map.get(&key)?;
             // Another token that shares the signature (spliced onto other claims) is not
-            // this entry's token, and does not evict it either.
+            // this entry's token, and does not evict it either. A plain compare: getting
+            // here takes the signature's digest, that is, the signature itself.
             if *entry.signed != *signed {
                 return None;
             }
