@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderValue, Method};
 use jsonwebtoken::Algorithm;
 use tollgate::devkeys::{self, TokenSpec};
-use tollgate::forward::{self, ClientInfo};
+use tollgate::forward::ClientInfo;
 
 fn now() -> u64 {
     SystemTime::now()
@@ -116,21 +116,12 @@ fn request_path(c: &mut Criterion) {
         |b| {
             b.iter(|| {
                 let mut h = incoming.clone();
-                forward::strip_hop_by_hop(&mut h);
-                for name in &snap.identity_headers {
-                    h.remove(name);
-                }
-                h.remove(http::header::AUTHORIZATION);
-                h.insert(http::header::HOST, route.upstream.host.clone());
-                forward::set_forwarded(
-                    &mut h,
-                    &ClientInfo {
-                        ip: "127.0.0.1".parse().unwrap(),
-                        proto: "http",
-                        host: Some(&client_host),
-                    },
-                );
-                forward::add_claim_headers(&mut h, &route.claims_to_headers, &verified.claims);
+                let client = ClientInfo {
+                    ip: "127.0.0.1".parse().unwrap(),
+                    proto: "http",
+                    host: Some(&client_host),
+                };
+                tollgate::proxy::rewrite_headers(&mut h, &route, Some(&verified), &snap, &client);
                 h
             })
         },

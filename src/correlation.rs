@@ -10,7 +10,9 @@
 
 use std::cell::Cell;
 
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue};
+
+use crate::headers::Headers;
 
 /// The request-id header (de-facto standard: Heroku, nginx `$request_id`, Envoy).
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -39,21 +41,22 @@ pub struct Ids {
 }
 
 /// Settles the request's ids, rewriting `headers` in place: they are forwarded as they are.
-pub fn prepare(headers: &mut HeaderMap, policy: TraceContextPolicy) -> Ids {
-    let request_id = match single(headers, &REQUEST_ID) {
-        Some(v) if is_request_id(v.as_bytes()) => v.clone(),
+pub fn prepare<H: Headers>(headers: &mut H, policy: TraceContextPolicy) -> Ids {
+    let request_id = match headers.single(&REQUEST_ID) {
+        Some(v) if is_request_id(v.as_bytes()) => v,
         _ => {
             let id = new_request_id();
             headers.insert(REQUEST_ID, id.clone());
             id
         }
     };
-    let trace_id = match single(headers, &TRACEPARENT).and_then(|v| trace_id(v.as_bytes())) {
+    let traceparent = headers.single(&TRACEPARENT);
+    let trace_id = match traceparent.as_ref().and_then(|v| trace_id(v.as_bytes())) {
         Some(t) => Some(t.to_owned()),
         None if policy.start_when_absent => {
             let (value, trace_id) = new_traceparent(policy.sampled);
             headers.insert(TRACEPARENT, value);
-            headers.remove(TRACESTATE);
+            headers.remove(&TRACESTATE);
             Some(trace_id)
         }
         None => None,
@@ -61,15 +64,6 @@ pub fn prepare(headers: &mut HeaderMap, policy: TraceContextPolicy) -> Ids {
     Ids {
         request_id,
         trace_id,
-    }
-}
-
-/// The header's value if it occurs exactly once.
-fn single<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h HeaderValue> {
-    let mut values = headers.get_all(name).iter();
-    match (values.next(), values.next()) {
-        (Some(v), None) => Some(v),
-        _ => None,
     }
 }
 
@@ -179,6 +173,7 @@ fn new_traceparent(sampled: bool) -> (HeaderValue, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderMap;
 
     #[test]
     fn generated_ids_are_uuids_and_distinct() {

@@ -9,12 +9,15 @@
 
 use std::net::IpAddr;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 
-const HOP_BY_HOP_COUNT: usize = 8;
+use crate::headers::{visible, Headers};
 
-/// The hop-by-hop headers of RFC 9110 §7.6.1 plus the legacy ones proxies still see.
+const HOP_BY_HOP_COUNT: usize = 9;
+
+/// The hop-by-hop headers of RFC 9110 §7.6.1 plus the legacy ones proxies still see, and
+/// Upgrade (§7.8): tollgate does not tunnel protocol switches. Connection comes first.
 const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
@@ -24,6 +27,7 @@ const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::TE,
     header::TRAILER,
     header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -33,7 +37,6 @@ pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-ho
 /// Headers a route may not fill from claims: the gateway or HTTP itself owns them.
 pub fn is_reserved_header(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name)
-        || *name == header::UPGRADE
         || *name == header::HOST
         || *name == header::AUTHORIZATION
         || *name == header::CONTENT_LENGTH
@@ -45,50 +48,39 @@ pub fn is_reserved_header(name: &HeaderName) -> bool {
 }
 
 /// Removes hop-by-hop headers, and the headers `Connection` names, in place.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names present first: most messages carry no hop-by-hop field or
-    // only `Connection`, and removing each of nine names (a hash and a probe each) cost more
-    // than the pass. The last slot stands for Upgrade.
-    let mut found = [false; HOP_BY_HOP_COUNT + 1];
-    let mut any = false;
-    for name in headers.keys() {
-        let slot = match HOP_BY_HOP.iter().position(|h| h == name) {
-            Some(i) => i,
-            None if name == header::UPGRADE => HOP_BY_HOP_COUNT,
-            None => continue,
-        };
-        found[slot] = true;
-        any = true;
-    }
-    if !any {
+pub fn strip_hop_by_hop<H: Headers>(headers: &mut H) {
+    // Which are present first, in one pass: most messages carry no hop-by-hop field or only
+    // `Connection`, and removing each of nine names cost more than the pass.
+    let mut found = [false; HOP_BY_HOP_COUNT];
+    if !headers.mark(&HOP_BY_HOP, &mut found) {
         return;
     }
     // The names a Connection header lists besides the usual `keep-alive` and `close` (which
     // name no header, or one removed below anyway). Collected first: the Connection values
     // go with the rest. Most messages list none, and then nothing is allocated.
     let mut named: Vec<HeaderName> = Vec::new();
-    for value in headers.get_all(header::CONNECTION) {
-        let Ok(value) = value.to_str() else { continue };
-        for token in value.split(',').map(str::trim) {
-            if token.eq_ignore_ascii_case("keep-alive") || token.eq_ignore_ascii_case("close") {
+    if found[0] {
+        for value in headers.values(&header::CONNECTION) {
+            let Some(value) = visible(value) else {
                 continue;
-            }
-            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                named.push(name);
+            };
+            for token in value.split(',').map(str::trim) {
+                if token.eq_ignore_ascii_case("keep-alive") || token.eq_ignore_ascii_case("close") {
+                    continue;
+                }
+                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                    named.push(name);
+                }
             }
         }
     }
-    for name in named {
+    for name in &named {
         headers.remove(name);
     }
     for (name, present) in HOP_BY_HOP.iter().zip(found) {
         if present {
             headers.remove(name);
         }
-    }
-    // Upgrade is hop-by-hop too; tollgate does not tunnel protocol switches.
-    if found[HOP_BY_HOP_COUNT] {
-        headers.remove(header::UPGRADE);
     }
 }
 
@@ -101,13 +93,14 @@ pub struct ClientInfo<'a> {
 }
 
 /// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto` / `-Host`.
-pub fn set_forwarded(headers: &mut HeaderMap, client: &ClientInfo) {
+pub fn set_forwarded<H: Headers>(headers: &mut H, client: &ClientInfo) {
     // An IPv6 address is at most 45 characters; no formatting machinery on the request path.
     let mut ip = [0u8; 48];
     let ip = write_ip(&mut ip, client.ip.to_canonical());
     let previous = headers
-        .get(X_FORWARDED_FOR)
-        .and_then(|v| v.to_str().ok())
+        .values(&X_FORWARDED_FOR)
+        .next()
+        .and_then(visible)
         .map(str::as_bytes);
     let value = match previous {
         Some(prev) if !prev.trim_ascii().is_empty() => {
@@ -126,8 +119,8 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: &ClientInfo) {
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(client.proto));
     match client.host {
         Some(v) => headers.insert(X_FORWARDED_HOST, v.clone()),
-        None => headers.remove(X_FORWARDED_HOST),
-    };
+        None => headers.remove(&X_FORWARDED_HOST),
+    }
 }
 
 /// Writes an address as text into `buf` and returns that part of it.
@@ -166,8 +159,8 @@ fn write_ip(buf: &mut [u8; 48], ip: IpAddr) -> &[u8] {
 /// Adds one header per configured claim present in the token. A claim that is missing, of
 /// an unsupported shape, or that holds control characters adds nothing (its header was
 /// already removed from the client's request).
-pub fn add_claim_headers(
-    headers: &mut HeaderMap,
+pub fn add_claim_headers<H: Headers>(
+    headers: &mut H,
     mapping: &[(Vec<String>, HeaderName)],
     claims: &Map<String, Value>,
 ) {
@@ -218,6 +211,7 @@ fn claim_header_value(value: &Value) -> Option<HeaderValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderMap;
     use serde_json::json;
 
     #[test]

@@ -17,6 +17,7 @@ pub mod devkeys;
 pub mod error;
 pub mod explain;
 pub mod forward;
+pub mod headers;
 mod heap;
 pub mod metrics;
 mod parsed_value;
@@ -53,6 +54,14 @@ impl server::Handler for Gateway {
     ) -> impl std::future::Future<Output = http::Response<body::Body>> + Send {
         // The request path's own future, not one wrapped around it: it is kilobytes, and
         // each wrapper is one more copy of it per request.
+        self.handle(headers::Inbound::from(req), conn)
+    }
+
+    fn call_lane(
+        self: Arc<Self>,
+        req: headers::Inbound<headers::RawHeaders>,
+        conn: Connection,
+    ) -> impl std::future::Future<Output = http::Response<body::Body>> + Send {
         self.handle(req, conn)
     }
 

@@ -19,9 +19,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::body::RequestBody;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, Uri, Version};
+use http::{Response, Uri};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 
@@ -34,6 +33,7 @@ use crate::body::Body;
 use crate::correlation;
 use crate::error::GatewayError;
 use crate::forward::{self, ClientInfo};
+use crate::headers::{Headers, Inbound, Outbound};
 use crate::routes::{AuthMode, Match, Route};
 use crate::sanitize::normalize_path;
 use crate::state::{SharedState, Snapshot};
@@ -67,18 +67,18 @@ impl Gateway {
     }
 
     /// Runs the stages for one request; never fails, never panics on request data.
-    pub async fn handle(
+    pub async fn handle<H: Headers>(
         self: Arc<Self>,
-        mut req: Request<RequestBody>,
+        mut req: Inbound<H>,
         conn: Connection,
     ) -> Response<Body> {
         let started = Instant::now();
         let snapshot = self.state.snapshot();
         // 0. correlate: settle X-Request-Id and traceparent before anything can fail.
-        let ids = correlation::prepare(req.headers_mut(), snapshot.trace_context);
-        let method = req.method().clone();
+        let ids = correlation::prepare(&mut req.headers, snapshot.trace_context);
+        let method = req.method.clone();
         let logging = access_log::enabled();
-        let raw_path = logging.then(|| req.uri().path().to_owned());
+        let raw_path = logging.then(|| req.uri.path().to_owned());
         let mut trace = Trace::default();
         let result = self.stages(req, conn, &snapshot, &mut trace).await;
         let (mut response, error) = match result {
@@ -140,18 +140,18 @@ impl Gateway {
         }
     }
 
-    async fn stages(
+    async fn stages<H: Headers>(
         &self,
-        req: Request<RequestBody>,
+        req: Inbound<H>,
         conn: Connection,
         snapshot: &Snapshot,
         trace: &mut Trace,
     ) -> Result<Response<Body>, GatewayError> {
         // 1. sanitize (on a copy of the target, which shares its bytes: the request moves on)
-        let target = req.uri().clone();
+        let target = req.uri.clone();
         let path = normalize_path(target.path())?;
         // 2. match
-        let route = match snapshot.routes.find(&path, req.method()) {
+        let route = match snapshot.routes.find(&path, &req.method) {
             Match::Found(route) => Arc::clone(route),
             Match::MethodNotAllowed(allow) => {
                 return Err(GatewayError::MethodNotAllowed(allow.to_string()))
@@ -194,8 +194,8 @@ impl Gateway {
 }
 
 /// Stages 3 and 4: the token, if the route looks at tokens and the request carries one.
-async fn authenticate(
-    req: &Request<RequestBody>,
+async fn authenticate<H: Headers>(
+    req: &Inbound<H>,
     route: &Route,
     snapshot: &Snapshot,
     trace: &mut Trace,
@@ -211,7 +211,7 @@ async fn authenticate(
     // The cache first, on the header's bytes: a hit is a token that passed every check when
     // it was first seen, its syntax included (`extract::bearer_bytes`), so the byte checks of
     // `bearer_token` (about 5 % of a cached request's instructions) run only on a miss.
-    let missed = match bearer_bytes(req.headers()) {
+    let missed = match bearer_bytes(&req.headers) {
         Some(raw) => match crate::auth::cached(raw, &snapshot.issuers, allowed, now) {
             Some(hit) => return Ok(Some(hit)),
             None => Some(raw),
@@ -219,7 +219,7 @@ async fn authenticate(
         None => None,
     };
     let credentials =
-        bearer_token(req.headers()).map_err(|e| GatewayError::MalformedAuthorization(e.0))?;
+        bearer_token(&req.headers).map_err(|e| GatewayError::MalformedAuthorization(e.0))?;
     match credentials {
         Credentials::Missing if route.auth == AuthMode::Optional => Ok(None),
         Credentials::Missing => Err(GatewayError::MissingToken),
@@ -240,65 +240,50 @@ async fn authenticate(
 }
 
 /// Stage 6: the request the upstream receives.
-fn build_upstream_request(
-    req: Request<RequestBody>,
+fn build_upstream_request<H: Headers>(
+    req: Inbound<H>,
     route: &Route,
     path: &str,
     token: Option<&VerifiedToken>,
     snapshot: &Snapshot,
     conn: Connection,
-) -> Result<Request<Body>, GatewayError> {
+) -> Result<Outbound<H>, GatewayError> {
     let max_body = snapshot.limits.max_request_body_bytes;
     let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
+        .headers
+        .values(&header::CONTENT_LENGTH)
+        .next()
+        .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max_body) {
         return Err(GatewayError::BodyTooLarge);
     }
-    let (mut parts, body) = req.into_parts();
+    let Inbound {
+        method,
+        uri,
+        mut headers,
+        body,
+    } = req;
     // The Host the client used (HTTP/1.1), or its :authority (HTTP/2).
-    let host = match parts.headers.get(header::HOST) {
-        Some(h) => Some(h.clone()),
-        None => parts
-            .uri
+    let host = match headers.value(&header::HOST) {
+        Some(h) => Some(h),
+        None => uri
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
     };
-
-    let headers = &mut parts.headers;
-    forward::strip_hop_by_hop(headers);
-    for name in &snapshot.identity_headers {
-        headers.remove(name);
-    }
-    if !route.forward_token {
-        headers.remove(header::AUTHORIZATION);
-    }
-    // The request goes to the upstream's authority, and says so (RFC 9110 §7.2).
-    headers.insert(header::HOST, route.upstream.host.clone());
-    forward::set_forwarded(
-        headers,
-        &ClientInfo {
-            ip: conn.peer.ip(),
-            proto: if conn.tls { "https" } else { "http" },
-            host: host.as_ref(),
-        },
-    );
-    if let Some(t) = token {
-        forward::add_claim_headers(headers, &route.claims_to_headers, &t.claims);
-    }
-    parts.uri = match parts.uri.path_and_query() {
+    let client = ClientInfo {
+        ip: conn.peer.ip(),
+        proto: if conn.tls { "https" } else { "http" },
+        host: host.as_ref(),
+    };
+    rewrite_headers(&mut headers, route, token, snapshot, &client);
+    let uri = match uri.path_and_query() {
         // Nothing to rewrite: the client's own target goes on, shared rather than copied.
         Some(pq) if !route.rewrites_path() && pq.path() == path => Uri::from(pq.clone()),
-        _ => route
-            .upstream_target(path, parts.uri.query())
-            .map_err(|_| {
-                GatewayError::BadRequestTarget("the request target cannot be forwarded")
-            })?,
+        _ => route.upstream_target(path, uri.query()).map_err(|_| {
+            GatewayError::BadRequestTarget("the request target cannot be forwarded")
+        })?,
     };
-    // Upstreams are spoken to over HTTP/1.1 whatever the client used.
-    parts.version = Version::HTTP_11;
     let body = if body.is_end_stream() {
         // No body at all (most GETs): nothing to stream or cap.
         crate::body::empty()
@@ -307,7 +292,38 @@ fn build_upstream_request(
             .map_err(Into::into)
             .boxed()
     };
-    Ok(Request::from_parts(parts, body))
+    // Upstreams are spoken to over HTTP/1.1 whatever the client used (`Outbound`).
+    Ok(Outbound {
+        method,
+        uri,
+        headers,
+        body,
+    })
+}
+
+/// Stage 6's header hygiene (`forward`): hop-by-hop and spoofable identity headers out, the
+/// token out unless the route forwards it, the upstream's Host, X-Forwarded-*, and the
+/// route's claim headers in.
+pub fn rewrite_headers<H: Headers>(
+    headers: &mut H,
+    route: &Route,
+    token: Option<&VerifiedToken>,
+    snapshot: &Snapshot,
+    client: &ClientInfo,
+) {
+    forward::strip_hop_by_hop(headers);
+    for name in &snapshot.identity_headers {
+        headers.remove(name);
+    }
+    if !route.forward_token {
+        headers.remove(&header::AUTHORIZATION);
+    }
+    // The request goes to the upstream's authority, and says so (RFC 9110 §7.2).
+    headers.insert(header::HOST, route.upstream.host.clone());
+    forward::set_forwarded(headers, client);
+    if let Some(t) = token {
+        forward::add_claim_headers(headers, &route.claims_to_headers, &t.claims);
+    }
 }
 
 /// Stage 8: the response the client receives.

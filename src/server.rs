@@ -24,6 +24,7 @@ mod idle;
 
 use self::first_read::FirstReadDeadline;
 use crate::body::Body;
+use crate::headers::{Inbound, RawHeaders};
 use crate::metrics::ConnectionGuard;
 use crate::proxy::Connection;
 use crate::state::Limits;
@@ -42,6 +43,16 @@ pub trait Handler: Send + Sync + 'static {
         req: Request<RequestBody>,
         conn: Connection,
     ) -> impl Future<Output = Response<Body>> + Send;
+
+    /// A request the HTTP/1.1 fast lane parsed (`fast`), its headers still in the bytes they
+    /// arrived in. Handlers without a use for that take it as an `http` request.
+    fn call_lane(
+        self: Arc<Self>,
+        req: Inbound<RawHeaders>,
+        conn: Connection,
+    ) -> impl Future<Output = Response<Body>> + Send {
+        self.call(req.into_request(), conn)
+    }
 
     /// TLS for new connections, looked up per connection so a reload can rotate the
     /// certificate without touching the listener. `None`: plaintext (h2c by prior knowledge).

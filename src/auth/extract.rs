@@ -4,7 +4,8 @@
 //! logs and browser history, and RFC 6750 itself says not to use them.
 
 use http::header::AUTHORIZATION;
-use http::HeaderMap;
+
+use crate::headers::{visible, Headers};
 
 /// What the request carries.
 #[derive(Debug, PartialEq, Eq)]
@@ -21,22 +22,20 @@ pub enum Credentials<'a> {
 pub struct MalformedAuthorization(pub &'static str);
 
 /// Reads the bearer token from the request headers.
-pub fn bearer_token(headers: &HeaderMap) -> Result<Credentials<'_>, MalformedAuthorization> {
-    let mut values = headers.get_all(AUTHORIZATION).iter();
-    let Some(value) = values.next() else {
-        return Ok(Credentials::Missing);
+pub fn bearer_token<H: Headers>(headers: &H) -> Result<Credentials<'_>, MalformedAuthorization> {
+    let value = match headers.lone(&AUTHORIZATION) {
+        Ok(Some(value)) => value,
+        Ok(None) => return Ok(Credentials::Missing),
+        Err(_) => return Err(MalformedAuthorization("more than one Authorization header")),
     };
-    if values.next().is_some() {
-        return Err(MalformedAuthorization("more than one Authorization header"));
-    }
     // The shape nearly every client sends, checked in one pass over the token; anything
     // else (other schemes, extra whitespace, errors) takes the full path below.
-    if let Some(token) = plain_bearer(value.as_bytes()) {
+    if let Some(token) = plain_bearer(value) {
         return Ok(Credentials::Bearer(token));
     }
-    let value = value
-        .to_str()
-        .map_err(|_| MalformedAuthorization("Authorization header is not visible ASCII"))?;
+    let value = visible(value).ok_or(MalformedAuthorization(
+        "Authorization header is not visible ASCII",
+    ))?;
     // Field values carry no leading or trailing whitespace (RFC 9110 §5.5).
     let value = value.trim_matches([' ', '\t']);
     let (scheme, rest) = match value.split_once([' ', '\t']) {
@@ -64,13 +63,8 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<Credentials<'_>, MalformedAut
 /// only: the cache holds tokens that verified, and a verified JWS is base64url and dots, all
 /// b64token bytes, so a hit is a token [`bearer_token`] would return as it is. Anything
 /// else, a miss included, goes through [`bearer_token`].
-pub fn bearer_bytes(headers: &HeaderMap) -> Option<&[u8]> {
-    let mut values = headers.get_all(AUTHORIZATION).iter();
-    let value = values.next()?;
-    if values.next().is_some() {
-        return None;
-    }
-    after_bearer(value.as_bytes())
+pub fn bearer_bytes<H: Headers>(headers: &H) -> Option<&[u8]> {
+    after_bearer(headers.lone(&AUTHORIZATION).ok()??)
 }
 
 /// What follows `Bearer ` (the scheme in any case, then one space), unchecked.
@@ -130,7 +124,7 @@ mod tests {
             assert_eq!(is_b64token_byte(b), spec, "byte {b:#04x}");
         }
     }
-    use http::HeaderValue;
+    use http::{HeaderMap, HeaderValue};
 
     fn with(values: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -24,8 +24,8 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderName};
-use http::{Method, Request, Uri, Version};
+use http::header;
+use http::{Method, Uri};
 use tokio::io::{AsyncReadExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -35,6 +35,7 @@ use super::encode::{write_response, WriteError};
 use super::idle::PARK_AFTER_MS;
 use super::Handler;
 use crate::body::RequestBody;
+use crate::headers::{Headers, Inbound, RawHeaders};
 use crate::parsed_value::HeaderSpans;
 use crate::proxy::Connection;
 
@@ -43,9 +44,6 @@ const READ_BUFFER_BYTES: usize = 4096;
 /// Headers parsed per request at most; more goes to hyper (which answers 431). hyper's own
 /// default is 100.
 const MAX_HEADERS: usize = 100;
-
-/// Headers the request path typically adds to a request before it goes upstream.
-const ADDED_HEADERS_ROOM: usize = 8;
 
 /// How a turn in the lane ended.
 pub enum Lane {
@@ -138,11 +136,11 @@ pub async fn serve<H: Handler>(stream: &mut TcpStream, prefix: Bytes, turn: Turn
                 _ => return Lane::Closed,
             }
         };
-        let head_request = request.method() == Method::HEAD;
+        let head_request = request.method == Method::HEAD;
         // A client that hangs up drops its request, upstream exchange included, as hyper does.
         // Pinned where it is built: the request path's future is kilobytes, and handing it
         // on by value would copy it again.
-        let call = Arc::clone(handler).call(request, conn);
+        let call = Arc::clone(handler).call_lane(request, conn);
         tokio::pin!(call);
         let Some(response) = unless_gone(stream, call.as_mut()).await else {
             return Lane::Closed;
@@ -196,7 +194,7 @@ enum Wake {
 // Returned and matched at once, never stored: boxing the request would allocate per request.
 #[allow(clippy::large_enum_variant)]
 enum Take {
-    Request(Request<RequestBody>),
+    Request(Inbound<RawHeaders>),
     /// Not complete yet, and under the size limit.
     More,
     /// For hyper: `buf` is left whole.
@@ -213,10 +211,10 @@ fn take(buf: &mut BytesMut, max_head: usize, parsed: &mut Parsed) -> Take {
         // Over the limit, not HTTP/1 as the lane knows it, or not simple: hyper answers.
         _ => return Take::Handoff,
     }
-    let head = buf.split_to(parsed.len).freeze();
-    match build(parsed, &head) {
-        Some(request) => Take::Request(request),
-        None => {
+    let head = buf.split_to(parsed.len);
+    match build(parsed, head) {
+        Ok(request) => Take::Request(request),
+        Err(head) => {
             let mut whole = BytesMut::with_capacity(head.len() + buf.len());
             whole.extend_from_slice(&head);
             whole.extend_from_slice(buf);
@@ -286,27 +284,31 @@ fn parse(buf: &[u8], parsed: &mut Parsed) -> Result<bool, ()> {
     Ok(true)
 }
 
-/// The request the handler sees, sharing `head`'s bytes; `None` if the `http` types refuse
-/// a part (hyper then answers 400 the way it always has).
-fn build(parsed: &Parsed, head: &Bytes) -> Option<Request<RequestBody>> {
-    let method = Method::from_bytes(&head[parsed.method.0..parsed.method.1]).ok()?;
-    let uri = Uri::from_maybe_shared(head.slice(parsed.target.0..parsed.target.1)).ok()?;
-    // Room for the headers the request path adds (X-Forwarded-*, the request id, claim
-    // headers): growing the map later moves every entry.
-    let mut headers = crate::recycle::header_map(parsed.headers.len() + ADDED_HEADERS_ROOM);
-    for &((ns, ne), (vs, ve)) in &parsed.headers {
-        let name = HeaderName::from_bytes(&head[ns..ne]).ok()?;
-        // httparse checked the value's bytes (`parsed_value`).
-        let value = crate::parsed_value::header_value(head.slice(vs..ve));
-        headers.append(name, value);
-    }
+/// The request the handler sees, sharing `head`'s bytes; `Err(head)` if the `http` types
+/// refuse a part (hyper then answers 400 the way it always has). Header names and values are
+/// left in `head`: httparse accepts in them only what the `http` types accept
+/// (`headers::raw`, `parsed_value`).
+fn build(parsed: &Parsed, head: BytesMut) -> Result<Inbound<RawHeaders>, Bytes> {
+    let method = head
+        .get(parsed.method.0..parsed.method.1)
+        .and_then(|m| Method::from_bytes(m).ok());
+    let Some(method) = method else {
+        return Err(head.freeze());
+    };
+    // Lower-cases the names in place: a handoff to hyper after that reads the same request.
+    let mut headers = RawHeaders::new(head, &parsed.headers).map_err(BytesMut::freeze)?;
+    let target = headers.head().get(parsed.target.0..parsed.target.1);
+    let Some(uri) = target.and_then(|t| Uri::from_maybe_shared(headers.head().slice_ref(t)).ok())
+    else {
+        return Err(headers.head().clone());
+    };
     // A Content-Length of 0 says there is no body, and the lane's body is empty: it adds
     // nothing the upstream needs, and hyper's client would frame the empty body itself.
-    headers.remove(header::CONTENT_LENGTH);
-    let mut request = Request::new(RequestBody::Empty);
-    *request.method_mut() = method;
-    *request.uri_mut() = uri;
-    *request.version_mut() = Version::HTTP_11;
-    *request.headers_mut() = headers;
-    Some(request)
+    headers.remove(&header::CONTENT_LENGTH);
+    Ok(Inbound {
+        method,
+        uri,
+        headers,
+        body: RequestBody::Empty,
+    })
 }

@@ -20,11 +20,11 @@ use std::mem::MaybeUninit;
 
 use bytes::{Buf, BytesMut};
 use http::header::{self, HeaderMap, HeaderName};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use tokio::io::AsyncWriteExt;
 
 use super::stream::Stream;
-use crate::body::Body;
+use crate::headers::{Headers, Outbound};
 use crate::parsed_value::HeaderSpans;
 
 mod body;
@@ -80,53 +80,54 @@ impl From<io::Error> for H1Error {
 }
 
 /// Whether this client takes `request`: no body, and nothing that says otherwise.
-pub fn takes(request: &Request<Body>) -> bool {
+pub fn takes<H: Headers>(request: &Outbound<H>) -> bool {
     use http_body::Body as _;
-    request.body().is_end_stream()
-        && !request.headers().contains_key(header::TRANSFER_ENCODING)
+    request.body.is_end_stream()
+        && !request.headers.contains(&header::TRANSFER_ENCODING)
         && request
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .is_none_or(|v| v.as_bytes() == b"0")
+            .headers
+            .values(&header::CONTENT_LENGTH)
+            .all(|v| v == b"0")
 }
 
 /// The bytes `write_request` writes for `request`, at most.
-fn head_size(request: &Request<Body>) -> usize {
+fn head_size<H: Headers>(request: &Outbound<H>) -> usize {
     let target = request
-        .uri()
+        .uri
         .path_and_query()
         .map_or(1, |pq| pq.as_str().len());
     let headers: usize = request
-        .headers()
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .headers
+        .fields()
+        .map(|(n, v)| n.len() + v.len() + 4)
         .sum();
     // Method, spaces, version, `content-length: 0` and the CRLFs.
-    request.method().as_str().len() + target + headers + 48
+    request.method.as_str().len() + target + headers + 48
 }
 
 /// Writes the request head (origin-form target, Host set by the caller).
-pub async fn write_request(conn: &mut RawConn, request: &Request<Body>) -> io::Result<()> {
+pub async fn write_request<H: Headers>(
+    conn: &mut RawConn,
+    request: &Outbound<H>,
+) -> io::Result<()> {
     let out = &mut conn.wbuf;
     out.clear();
     // Sized once: growing it from empty cost about five reallocations per request.
     out.reserve(head_size(request));
-    out.extend_from_slice(request.method().as_str().as_bytes());
+    out.extend_from_slice(request.method.as_str().as_bytes());
     out.push(b' ');
-    let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let target = request.uri.path_and_query().map_or("/", |pq| pq.as_str());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in request.headers() {
-        out.extend_from_slice(name.as_str().as_bytes());
+    for (name, value) in request.headers.fields() {
+        out.extend_from_slice(name);
         out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
     // Methods that usually carry a body say there is none, as hyper's client does.
-    let says_empty = matches!(
-        *request.method(),
-        Method::POST | Method::PUT | Method::PATCH
-    ) && !request.headers().contains_key(header::CONTENT_LENGTH);
+    let says_empty = matches!(request.method, Method::POST | Method::PUT | Method::PATCH)
+        && !request.headers.contains(&header::CONTENT_LENGTH);
     if says_empty {
         out.extend_from_slice(b"content-length: 0\r\n");
     }

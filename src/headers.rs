@@ -1,0 +1,184 @@
+//! The request as the stages see it, over either of the two shapes a request arrives in:
+//! hyper's (`http::HeaderMap`: HTTP/2, TLS, requests with a body, anything unusual) or the
+//! fast lane's (`RawHeaders`: each header left where it lies in the head's bytes).
+//!
+//! Why two: a `HeaderMap` hashes every name on each insert, lookup and removal, and a
+//! request through the lane built one only for the stages to look up a handful of names and
+//! the upstream client to write it out again. Under callgrind the map's building, hashing
+//! and probing were about 6,000 of the 40,500 user-space instructions of a cached request
+//! (issue 5, `bench/results/instructions.txt`). A request has few headers, so a scan of them
+//! by name length and bytes costs less than one hash, and nothing has to be built.
+//!
+//! The stages, the header hygiene (`forward`) and the upstream client are written once,
+//! against [`Headers`]; what differs is only how a name is found.
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Uri, Version};
+
+use crate::body::{Body, RequestBody};
+
+mod raw;
+
+pub use self::raw::RawHeaders;
+
+/// What the request path does with a request's or response's headers. Names are compared
+/// case-insensitively, as HTTP does (RFC 9110 §5.1).
+pub trait Headers: Send + Sync + Sized + 'static {
+    /// Every value of `name`, in order.
+    fn values<'a>(&'a self, name: &HeaderName) -> impl Iterator<Item = &'a [u8]>;
+
+    /// The first value of `name`, shared rather than copied.
+    fn value(&self, name: &HeaderName) -> Option<HeaderValue>;
+
+    /// Removes every value of `name`.
+    fn remove(&mut self, name: &HeaderName);
+
+    /// Replaces every value of `name` with `value`, where the first one was (or at the end).
+    fn insert(&mut self, name: HeaderName, value: HeaderValue);
+
+    /// Sets `found[i]` for each `names[i]` present; whether any is.
+    fn mark(&self, names: &[HeaderName], found: &mut [bool]) -> bool;
+
+    /// Every field as (name, value), in the order they go out.
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])>;
+
+    /// The same headers as a map (for hyper's client and handlers that take `http` types).
+    fn into_map(self) -> HeaderMap;
+
+    /// Done with: memory worth keeping goes back for a later request (`recycle`).
+    fn recycle(self) {}
+
+    fn contains(&self, name: &HeaderName) -> bool {
+        self.values(name).next().is_some()
+    }
+
+    /// The value of `name`: `Ok(None)` if absent, `Err(Repeated)` if it occurs more than once.
+    fn lone(&self, name: &HeaderName) -> Result<Option<&[u8]>, Repeated> {
+        let mut values = self.values(name);
+        match (values.next(), values.next()) {
+            (value, None) => Ok(value),
+            _ => Err(Repeated),
+        }
+    }
+
+    /// The value of `name` if it occurs exactly once, shared rather than copied.
+    fn single(&self, name: &HeaderName) -> Option<HeaderValue> {
+        match self.lone(name) {
+            Ok(Some(_)) => self.value(name),
+            _ => None,
+        }
+    }
+}
+
+/// A header that may occur once occurred more than once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repeated;
+
+/// `value` as text, when it is all visible ASCII (and tabs), like `HeaderValue::to_str`.
+pub fn visible(value: &[u8]) -> Option<&str> {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..0x7f).contains(&b))
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
+}
+
+impl Headers for HeaderMap {
+    fn values<'a>(&'a self, name: &HeaderName) -> impl Iterator<Item = &'a [u8]> {
+        self.get_all(name).iter().map(HeaderValue::as_bytes)
+    }
+
+    fn value(&self, name: &HeaderName) -> Option<HeaderValue> {
+        self.get(name).cloned()
+    }
+
+    fn remove(&mut self, name: &HeaderName) {
+        HeaderMap::remove(self, name);
+    }
+
+    fn insert(&mut self, name: HeaderName, value: HeaderValue) {
+        HeaderMap::insert(self, name, value);
+    }
+
+    fn mark(&self, names: &[HeaderName], found: &mut [bool]) -> bool {
+        // One pass over the names present: most messages carry none of `names`, and a
+        // lookup of each (a hash and a probe) cost more than the pass.
+        let mut any = false;
+        for name in self.keys() {
+            if let Some(i) = names.iter().position(|n| n == name) {
+                found[i] = true;
+                any = true;
+            }
+        }
+        any
+    }
+
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.iter()
+            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
+    }
+
+    fn into_map(self) -> HeaderMap {
+        self
+    }
+
+    fn recycle(self) {
+        crate::recycle::give_back(self);
+    }
+
+    fn contains(&self, name: &HeaderName) -> bool {
+        self.contains_key(name)
+    }
+}
+
+/// A client's request on its way through the stages.
+pub struct Inbound<H> {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: H,
+    pub body: RequestBody,
+}
+
+impl From<Request<RequestBody>> for Inbound<HeaderMap> {
+    fn from(request: Request<RequestBody>) -> Self {
+        let (parts, body) = request.into_parts();
+        Inbound {
+            method: parts.method,
+            uri: parts.uri,
+            headers: parts.headers,
+            body,
+        }
+    }
+}
+
+impl<H: Headers> Inbound<H> {
+    /// As an `http` request (HTTP/1.1), for handlers that take one.
+    pub fn into_request(self) -> Request<RequestBody> {
+        let mut request = Request::new(self.body);
+        *request.method_mut() = self.method;
+        *request.uri_mut() = self.uri;
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = self.headers.into_map();
+        request
+    }
+}
+
+/// The request an upstream receives: origin-form target, Host set, HTTP/1.1.
+pub struct Outbound<H> {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: H,
+    pub body: Body,
+}
+
+impl<H: Headers> Outbound<H> {
+    /// As an `http` request, for hyper's client.
+    pub fn into_request(self) -> Request<Body> {
+        let mut request = Request::new(self.body);
+        *request.method_mut() = self.method;
+        *request.uri_mut() = self.uri;
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = self.headers.into_map();
+        request
+    }
+}
