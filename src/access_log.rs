@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Response};
+use http::{HeaderValue, Method};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use serde_json::{Map, Value};
@@ -47,15 +47,14 @@ pub struct Record {
 }
 
 /// Wraps the response body so the record is logged when the body ends.
-pub fn attach(response: Response<Body>, record: Record) -> Response<Body> {
-    let (parts, body) = response.into_parts();
+pub fn attach(body: Body, record: Record) -> Body {
     let logged = LoggedBody {
         inner: body,
         record: Some(record),
         bytes: 0,
         complete: false,
     };
-    Response::from_parts(parts, logged.boxed())
+    logged.boxed()
 }
 
 struct LoggedBody {

@@ -12,10 +12,12 @@
 //! The stages, the header hygiene (`forward`) and the upstream client are written once,
 //! against [`Headers`]; what differs is only how a name is found.
 
+use bytes::BytesMut;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 
 use crate::body::{Body, RequestBody};
+use crate::parsed_value::{header_value, HeaderSpan};
 
 mod raw;
 
@@ -36,6 +38,9 @@ pub trait Headers: Send + Sync + Sized + 'static {
     /// Replaces every value of `name` with `value`, where the first one was (or at the end).
     fn insert(&mut self, name: HeaderName, value: HeaderValue);
 
+    /// Adds a value of `name` after the others.
+    fn append(&mut self, name: HeaderName, value: HeaderValue);
+
     /// Sets `found[i]` for each `names[i]` present; whether any is.
     fn mark(&self, names: &[HeaderName], found: &mut [bool]) -> bool;
 
@@ -44,6 +49,13 @@ pub trait Headers: Send + Sync + Sized + 'static {
 
     /// The same headers as a map (for hyper's client and handlers that take `http` types).
     fn into_map(self) -> HeaderMap;
+
+    /// The headers of `map` (the gateway's own answers, hyper's responses).
+    fn from_map(map: HeaderMap) -> Self;
+
+    /// The headers at `spans` of a response head httparse parsed (`parsed_value`); `None` if
+    /// a name is not one `HeaderName` accepts or a span lies outside `head`.
+    fn from_parsed(head: BytesMut, spans: &[HeaderSpan]) -> Option<Self>;
 
     /// Done with: memory worth keeping goes back for a later request (`recycle`).
     fn recycle(self) {}
@@ -100,6 +112,10 @@ impl Headers for HeaderMap {
         HeaderMap::insert(self, name, value);
     }
 
+    fn append(&mut self, name: HeaderName, value: HeaderValue) {
+        HeaderMap::append(self, name, value);
+    }
+
     fn mark(&self, names: &[HeaderName], found: &mut [bool]) -> bool {
         // One pass over the names present: most messages carry none of `names`, and a
         // lookup of each (a hash and a probe) cost more than the pass.
@@ -120,6 +136,25 @@ impl Headers for HeaderMap {
 
     fn into_map(self) -> HeaderMap {
         self
+    }
+
+    fn from_map(map: HeaderMap) -> Self {
+        map
+    }
+
+    fn from_parsed(head: BytesMut, spans: &[HeaderSpan]) -> Option<Self> {
+        let head = head.freeze();
+        // Room for the request id a response gains on its way out.
+        let mut map = crate::recycle::header_map(spans.len() + 1);
+        for &((ns, ne), (vs, ve)) in spans {
+            let name = HeaderName::from_bytes(head.get(ns..ne)?).ok()?;
+            if vs > ve || ve > head.len() {
+                return None;
+            }
+            // httparse checked the value's bytes (`parsed_value`).
+            map.append(name, header_value(head.slice(vs..ve)));
+        }
+        Some(map)
     }
 
     fn recycle(self) {
@@ -180,5 +215,31 @@ impl<H: Headers> Outbound<H> {
         *request.version_mut() = Version::HTTP_11;
         *request.headers_mut() = self.headers.into_map();
         request
+    }
+}
+
+/// A response on its way back to the client: the upstream's, or the gateway's own.
+pub struct Reply<H> {
+    pub status: StatusCode,
+    pub headers: H,
+    pub body: Body,
+}
+
+impl<H: Headers> Reply<H> {
+    pub fn from_response(response: Response<Body>) -> Self {
+        let (parts, body) = response.into_parts();
+        Reply {
+            status: parts.status,
+            headers: H::from_map(parts.headers),
+            body,
+        }
+    }
+
+    /// As an `http` response, for hyper's server.
+    pub fn into_response(self) -> Response<Body> {
+        let mut response = Response::new(self.body);
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers.into_map();
+        response
     }
 }

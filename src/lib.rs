@@ -52,16 +52,17 @@ impl server::Handler for Gateway {
         req: http::Request<body::RequestBody>,
         conn: Connection,
     ) -> impl std::future::Future<Output = http::Response<body::Body>> + Send {
-        // The request path's own future, not one wrapped around it: it is kilobytes, and
-        // each wrapper is one more copy of it per request.
-        self.handle(headers::Inbound::from(req), conn)
+        let reply = self.handle(headers::Inbound::from(req), conn);
+        async move { reply.await.into_response() }
     }
 
     fn call_lane(
         self: Arc<Self>,
         req: headers::Inbound<headers::RawHeaders>,
         conn: Connection,
-    ) -> impl std::future::Future<Output = http::Response<body::Body>> + Send {
+    ) -> impl std::future::Future<Output = headers::Reply<headers::RawHeaders>> + Send {
+        // The request path's own future, not one wrapped around it: it is kilobytes, and
+        // each wrapper is one more copy of it per request.
         self.handle(req, conn)
     }
 

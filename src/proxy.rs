@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use http::header::{self, HeaderValue};
-use http::{Response, Uri};
+use http::Uri;
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 
@@ -29,11 +29,10 @@ use serde_json::{Map, Value};
 use crate::access_log;
 use crate::auth::extract::{bearer_bytes, bearer_token, Credentials};
 use crate::auth::{Issuer, VerifiedToken};
-use crate::body::Body;
 use crate::correlation;
 use crate::error::GatewayError;
 use crate::forward::{self, ClientInfo};
-use crate::headers::{Headers, Inbound, Outbound};
+use crate::headers::{Headers, Inbound, Outbound, Reply};
 use crate::routes::{AuthMode, Match, Route};
 use crate::sanitize::normalize_path;
 use crate::state::{SharedState, Snapshot};
@@ -71,7 +70,7 @@ impl Gateway {
         self: Arc<Self>,
         mut req: Inbound<H>,
         conn: Connection,
-    ) -> Response<Body> {
+    ) -> Reply<H> {
         let started = Instant::now();
         let snapshot = self.state.snapshot();
         // 0. correlate: settle X-Request-Id and traceparent before anything can fail.
@@ -83,14 +82,17 @@ impl Gateway {
         let result = self.stages(req, conn, &snapshot, &mut trace).await;
         let (mut response, error) = match result {
             Ok(r) => (r, None),
-            Err(e) => (e.clone().into_response(&snapshot.challenge_prefix), Some(e)),
+            Err(e) => {
+                let answer = e.clone().into_response(&snapshot.challenge_prefix);
+                (Reply::from_response(answer), Some(e))
+            }
         };
         // Copied only for the access log: its bytes are shared, the copy costs a count.
         let logged_id = raw_path.is_some().then(|| ids.request_id.clone());
         response
-            .headers_mut()
+            .headers
             .insert(correlation::REQUEST_ID, ids.request_id);
-        let status = response.status().as_u16();
+        let status = response.status.as_u16();
         self.count(&trace, &method, status, error.as_ref(), started);
         // 9. log, when the body is done (see `access_log`).
         let (Some(path), Some(request_id)) = (raw_path, logged_id) else {
@@ -108,7 +110,8 @@ impl Gateway {
             reason: error.as_ref().map(GatewayError::reason),
             client: conn.peer.ip(),
         };
-        access_log::attach(response, record)
+        response.body = access_log::attach(response.body, record);
+        response
     }
 
     /// Metrics: atomics owned by the route and issuer, nothing allocated.
@@ -146,7 +149,7 @@ impl Gateway {
         conn: Connection,
         snapshot: &Snapshot,
         trace: &mut Trace,
-    ) -> Result<Response<Body>, GatewayError> {
+    ) -> Result<Reply<H>, GatewayError> {
         // 1. sanitize (on a copy of the target, which shares its bytes: the request moves on)
         let target = req.uri.clone();
         let path = normalize_path(target.path())?;
@@ -327,13 +330,12 @@ pub fn rewrite_headers<H: Headers>(
 }
 
 /// Stage 8: the response the client receives.
-fn finish(response: Response<Body>) -> Response<Body> {
-    let (mut parts, body) = response.into_parts();
+fn finish<H: Headers>(mut response: Reply<H>) -> Reply<H> {
     // A Content-Length next to a Transfer-Encoding is a request-smuggling vector (RFC 9112
-    // §6.3): the length is meaningless, and hyper re-frames the body for the client anyway.
-    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
-        parts.headers.remove(header::CONTENT_LENGTH);
+    // §6.3): the length is meaningless, and the body is re-framed for the client anyway.
+    if response.headers.contains(&header::TRANSFER_ENCODING) {
+        response.headers.remove(&header::CONTENT_LENGTH);
     }
-    forward::strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, body)
+    forward::strip_hop_by_hop(&mut response.headers);
+    response
 }

@@ -24,7 +24,7 @@ mod idle;
 
 use self::first_read::FirstReadDeadline;
 use crate::body::Body;
-use crate::headers::{Inbound, RawHeaders};
+use crate::headers::{Inbound, RawHeaders, Reply};
 use crate::metrics::ConnectionGuard;
 use crate::proxy::Connection;
 use crate::state::Limits;
@@ -50,8 +50,9 @@ pub trait Handler: Send + Sync + 'static {
         self: Arc<Self>,
         req: Inbound<RawHeaders>,
         conn: Connection,
-    ) -> impl Future<Output = Response<Body>> + Send {
-        self.call(req.into_request(), conn)
+    ) -> impl Future<Output = Reply<RawHeaders>> + Send {
+        let response = self.call(req.into_request(), conn);
+        async move { Reply::from_response(response.await) }
     }
 
     /// TLS for new connections, looked up per connection so a reload can rotate the

@@ -20,14 +20,15 @@ use std::task::Poll;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
-use http::{Response, StatusCode};
+use http::header::{self, HeaderValue};
+use http::StatusCode;
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::body::Body;
+use crate::headers::{visible, Headers, Reply};
 
 /// Bytes gathered before they are written: the head and the first frames of most responses
 /// go out in one system call.
@@ -62,19 +63,23 @@ impl From<io::Error> for WriteError {
 
 /// Writes `response` to `stream`. `head_request`: the request was HEAD (no body goes out);
 /// `close`: announce `Connection: close` (the connection ends after this response).
-pub async fn write_response(
+pub async fn write_response<H: Headers>(
     stream: &mut TcpStream,
     out: &mut Vec<u8>,
-    response: Response<Body>,
+    response: Reply<H>,
     head_request: bool,
     close: bool,
 ) -> Result<(), WriteError> {
-    let (mut parts, mut body) = response.into_parts();
-    let framing = framing(parts.status, &mut parts.headers, &body, head_request);
+    let Reply {
+        status,
+        mut headers,
+        mut body,
+    } = response;
+    let framing = framing(status, &mut headers, &body, head_request);
     out.clear();
-    head(out, parts.status, &parts.headers, framing, close);
-    // Encoded: the map's memory serves a later request (`recycle`).
-    crate::recycle::give_back(std::mem::take(&mut parts.headers));
+    head(out, status, &headers, framing, close);
+    // Encoded: memory worth keeping serves a later request (`recycle`).
+    headers.recycle();
     if framing == Framing::None {
         // The body is not wanted (HEAD, 204, 304): dropping it is all there is to do.
         stream.write_all(out).await?;
@@ -178,22 +183,22 @@ async fn flush(stream: &mut TcpStream, out: &mut Vec<u8>) -> io::Result<()> {
 }
 
 /// Decides the framing, and fixes the headers that must change for it.
-fn framing(
+fn framing<H: Headers>(
     status: StatusCode,
-    headers: &mut HeaderMap,
+    headers: &mut H,
     body: &Body,
     head_request: bool,
 ) -> Framing {
     if status.is_informational() || status == StatusCode::NO_CONTENT {
-        headers.remove(header::CONTENT_LENGTH);
-        headers.remove(header::TRANSFER_ENCODING);
+        headers.remove(&header::CONTENT_LENGTH);
+        headers.remove(&header::TRANSFER_ENCODING);
         return Framing::None;
     }
     if head_request || status == StatusCode::NOT_MODIFIED {
         // The headers describe the body a GET would have had (RFC 9110 §9.3.2, §15.4.5).
         if head_request
-            && !headers.contains_key(header::CONTENT_LENGTH)
-            && !headers.contains_key(header::TRANSFER_ENCODING)
+            && !headers.contains(&header::CONTENT_LENGTH)
+            && !headers.contains(&header::TRANSFER_ENCODING)
         {
             if let Some(n) = body.size_hint().exact() {
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
@@ -201,15 +206,12 @@ fn framing(
         }
         return Framing::None;
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+    if headers.contains(&header::TRANSFER_ENCODING) {
         // Content-Length next to Transfer-Encoding means nothing (RFC 9112 §6.3).
-        headers.remove(header::CONTENT_LENGTH);
-        let last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .next_back();
+        headers.remove(&header::CONTENT_LENGTH);
+        let last = headers.values(&header::TRANSFER_ENCODING).last();
         let ends_chunked = last
-            .and_then(|v| v.to_str().ok())
+            .and_then(visible)
             .and_then(|v| v.rsplit(',').next())
             .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
         if !ends_chunked {
@@ -220,16 +222,15 @@ fn framing(
         }
         return Framing::Chunked { add: false };
     }
-    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
-    let declared = match (lengths.next(), lengths.next()) {
-        (Some(v), None) => v.to_str().ok().and_then(|v| v.parse::<u64>().ok()),
+    let declared = match headers.lone(&header::CONTENT_LENGTH) {
+        Ok(Some(v)) => visible(v).and_then(|v| v.parse::<u64>().ok()),
         _ => None,
     };
     if let Some(n) = declared {
         return Framing::Length { n, add: false };
     }
     // None, several, or not a number: ours to decide from the body.
-    headers.remove(header::CONTENT_LENGTH);
+    headers.remove(&header::CONTENT_LENGTH);
     if body.is_end_stream() {
         return Framing::Length { n: 0, add: true };
     }
@@ -240,19 +241,25 @@ fn framing(
 }
 
 /// The status line and the header block.
-fn head(out: &mut Vec<u8>, status: StatusCode, headers: &HeaderMap, framing: Framing, close: bool) {
+fn head<H: Headers>(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    headers: &H,
+    framing: Framing,
+    close: bool,
+) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
+    for (name, value) in headers.fields() {
+        out.extend_from_slice(name);
         out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
-    if !headers.contains_key(header::DATE) {
+    if !headers.contains(&header::DATE) {
         out.extend_from_slice(b"date: ");
         with_date(|d| out.extend_from_slice(d));
         out.extend_from_slice(b"\r\n");
@@ -321,6 +328,7 @@ fn with_date(f: impl FnOnce(&[u8])) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderMap;
 
     fn decide(status: u16, headers: &[(&str, &str)], body: Body, head: bool) -> (Framing, String) {
         let mut map = HeaderMap::new();
@@ -331,9 +339,15 @@ mod tests {
             );
         }
         let status = StatusCode::from_u16(status).unwrap();
+        // The fast lane's headers decide and write the same as a map.
+        let mut raw = crate::headers::RawHeaders::from_map(map.clone());
+        let raw_framing = framing(status, &mut raw, &body, head);
+        let mut raw_out = Vec::new();
+        super::head(&mut raw_out, status, &raw, raw_framing, false);
         let framing = framing(status, &mut map, &body, head);
         let mut out = Vec::new();
         super::head(&mut out, status, &map, framing, false);
+        assert_eq!((raw_framing, &raw_out), (framing, &out));
         let text = String::from_utf8(out).unwrap();
         // The date changes; the rest must not.
         let text = text

@@ -19,12 +19,12 @@ use std::io;
 use std::mem::MaybeUninit;
 
 use bytes::{Buf, BytesMut};
-use http::header::{self, HeaderMap, HeaderName};
-use http::{Method, Response, StatusCode};
+use http::header;
+use http::{Method, StatusCode};
 use tokio::io::AsyncWriteExt;
 
 use super::stream::Stream;
-use crate::headers::{Headers, Outbound};
+use crate::headers::{visible, Headers, Outbound};
 use crate::parsed_value::HeaderSpans;
 
 mod body;
@@ -147,16 +147,20 @@ pub enum Framing {
     Close,
 }
 
-/// A parsed response head: the response without its body, how the body ends, and whether
-/// the connection may serve another request afterwards.
-pub struct Head {
-    pub response: Response<()>,
+/// A parsed response head: the status and headers, how the body ends, and whether the
+/// connection may serve another request afterwards.
+pub struct Head<R> {
+    pub status: StatusCode,
+    pub headers: R,
     pub framing: Framing,
     pub reusable: bool,
 }
 
 /// Reads the final response head (interim 1xx responses skipped).
-pub async fn read_head(conn: &mut RawConn, method: &Method) -> Result<Head, H1Error> {
+pub async fn read_head<R: Headers>(
+    conn: &mut RawConn,
+    method: &Method,
+) -> Result<Head<R>, H1Error> {
     let mut any_byte = !conn.rbuf.is_empty();
     loop {
         if let Some(head) = parse_head(&mut conn.rbuf, &mut conn.spans, method)? {
@@ -179,11 +183,11 @@ pub async fn read_head(conn: &mut RawConn, method: &Method) -> Result<Head, H1Er
 }
 
 /// Parses one head out of `buf` (consumed); `None` if it is not complete yet.
-fn parse_head(
+fn parse_head<R: Headers>(
     buf: &mut BytesMut,
     spans: &mut HeaderSpans,
     method: &Method,
-) -> Result<Option<Head>, H1Error> {
+) -> Result<Option<Head<R>>, H1Error> {
     loop {
         // Left uninitialised: httparse writes the slots it fills, and 100 of them are 3.2 KiB.
         let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
@@ -214,49 +218,37 @@ fn parse_head(
             let value = h.value.as_ptr() as usize - base;
             spans.push(((name, name + h.name.len()), (value, value + h.value.len())));
         }
-        let head = buf.split_to(len).freeze();
-        // Room for the request id the response gains on its way out.
-        let mut headers = crate::recycle::header_map(spans.len() + 1);
-        for &((ns, ne), (vs, ve)) in spans.iter() {
-            let name = HeaderName::from_bytes(&head[ns..ne])
-                .map_err(|_| H1Error::Protocol("invalid header name"))?;
-            // httparse checked the value's bytes (`parsed_value`).
-            let value = crate::parsed_value::header_value(head.slice(vs..ve));
-            headers.append(name, value);
-        }
+        let head = buf.split_to(len);
+        let headers =
+            R::from_parsed(head, spans).ok_or(H1Error::Protocol("invalid header name"))?;
         let framing = framing(status, &headers, method)?;
         let close = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
+            .values(&header::CONNECTION)
+            .filter_map(visible)
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case("close"));
-        let mut response = Response::new(());
-        *response.status_mut() = status;
-        *response.headers_mut() = headers;
         return Ok(Some(Head {
-            response,
+            status,
+            headers,
             framing,
             reusable: http11 && !close && framing != Framing::Close,
         }));
     }
 }
 
-fn framing(status: StatusCode, headers: &HeaderMap, method: &Method) -> Result<Framing, H1Error> {
+fn framing<R: Headers>(
+    status: StatusCode,
+    headers: &R,
+    method: &Method,
+) -> Result<Framing, H1Error> {
     if *method == Method::HEAD
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
         return Ok(Framing::Empty);
     }
-    if let Some(last) = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-    {
-        let chunked_last = last
-            .to_str()
-            .ok()
+    if let Some(last) = headers.values(&header::TRANSFER_ENCODING).last() {
+        let chunked_last = visible(last)
             .and_then(|v| v.rsplit(',').next())
             .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
         return Ok(if chunked_last {
@@ -266,9 +258,9 @@ fn framing(status: StatusCode, headers: &HeaderMap, method: &Method) -> Result<F
         });
     }
     let mut length: Option<u64> = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
+    for value in headers.values(&header::CONTENT_LENGTH) {
         // `Content-Length: 5, 5` and repeated equal headers are one length (RFC 9110 §8.6).
-        for part in value.to_str().unwrap_or("x").split(',') {
+        for part in visible(value).unwrap_or("x").split(',') {
             let part = part.trim();
             let n = (!part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
                 .then(|| part.parse::<u64>().ok())
@@ -290,10 +282,25 @@ fn framing(status: StatusCode, headers: &HeaderMap, method: &Method) -> Result<F
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderMap;
 
-    fn head(text: &str, method: &Method) -> Result<Option<Head>, H1Error> {
+    fn head(text: &str, method: &Method) -> Result<Option<Head<HeaderMap>>, H1Error> {
         let mut buf = BytesMut::from(text.as_bytes());
-        parse_head(&mut buf, &mut HeaderSpans::new(), method)
+        let raw = parse_head::<crate::headers::RawHeaders>(
+            &mut buf.clone(),
+            &mut HeaderSpans::new(),
+            method,
+        );
+        let map = parse_head(&mut buf, &mut HeaderSpans::new(), method);
+        // Both shapes of headers read a head the same way.
+        match (&raw, &map) {
+            (Ok(Some(r)), Ok(Some(m))) => {
+                assert_eq!((r.framing, r.reusable), (m.framing, m.reusable));
+            }
+            (Ok(None), Ok(None)) | (Err(_), Err(_)) => {}
+            _ => panic!("the two header shapes disagree on {text:?}"),
+        }
+        map
     }
 
     #[test]
@@ -353,7 +360,7 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!(h.response.status(), 200);
+        assert_eq!(h.status, 200);
         assert!(h.reusable);
         let close = |t: &str| !head(t, &Method::GET).unwrap().unwrap().reusable;
         assert!(close(
