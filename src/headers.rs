@@ -1,16 +1,18 @@
-//! The request as the stages see it, over either of the two shapes a request arrives in:
+//! Requests and responses as the stages see them, over either of two shapes of headers:
 //! hyper's (`http::HeaderMap`: HTTP/2, TLS, requests with a body, anything unusual) or the
-//! fast lane's (`RawHeaders`: each header left where it lies in the head's bytes).
+//! fast lane's (`RawHeaders`: each field left where it lies in the head it arrived in, the
+//! client's request head or the upstream's response head).
 //!
 //! Why two: a `HeaderMap` hashes every name on each insert, lookup and removal, and a
-//! request through the lane built one only for the stages to look up a handful of names and
-//! the upstream client to write it out again. Under callgrind the map's building, hashing
-//! and probing were about 6,000 of the 40,500 user-space instructions of a cached request
-//! (issue 5, `bench/results/instructions.txt`). A request has few headers, so a scan of them
-//! by name length and bytes costs less than one hash, and nothing has to be built.
+//! request through the lane built two (its own and the upstream's response) only for the
+//! stages to look up a handful of names and a writer to write them out again. Under
+//! callgrind the maps' building, hashing and probing were about 6,000 of the 40,500
+//! user-space instructions of a cached request (issue 5, `bench/results/instructions.txt`).
+//! A message has few fields, so a scan of them by name length and bytes costs less than one
+//! hash, and nothing has to be built.
 //!
-//! The stages, the header hygiene (`forward`) and the upstream client are written once,
-//! against [`Headers`]; what differs is only how a name is found.
+//! The stages, the header hygiene (`forward`), the upstream client and the lane's response
+//! writer are written once, against [`Headers`]; what differs is only how a name is found.
 
 use bytes::BytesMut;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -234,12 +236,14 @@ impl<H: Headers> Reply<H> {
             body,
         }
     }
+}
 
-    /// As an `http` response, for hyper's server.
-    pub fn into_response(self) -> Response<Body> {
-        let mut response = Response::new(self.body);
-        *response.status_mut() = self.status;
-        *response.headers_mut() = self.headers.into_map();
+/// As an `http` response, for hyper's server.
+impl<H: Headers> From<Reply<H>> for Response<Body> {
+    fn from(reply: Reply<H>) -> Self {
+        let mut response = Response::new(reply.body);
+        *response.status_mut() = reply.status;
+        *response.headers_mut() = reply.headers.into_map();
         response
     }
 }

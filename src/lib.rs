@@ -52,8 +52,9 @@ impl server::Handler for Gateway {
         req: http::Request<body::RequestBody>,
         conn: Connection,
     ) -> impl std::future::Future<Output = http::Response<body::Body>> + Send {
-        let reply = self.handle(headers::Inbound::from(req), conn);
-        async move { reply.await.into_response() }
+        // The request path's own future, not one wrapped around it: it is kilobytes, and
+        // each wrapper is one more copy of it per request. It answers in hyper's type.
+        self.handle(headers::Inbound::from(req), conn)
     }
 
     fn call_lane(

@@ -65,12 +65,13 @@ impl Gateway {
         Gateway { state }
     }
 
-    /// Runs the stages for one request; never fails, never panics on request data.
-    pub async fn handle<H: Headers>(
+    /// Runs the stages for one request; never fails, never panics on request data. Answers
+    /// in `Out`: the lane's `Reply`, or hyper's `http::Response`.
+    pub async fn handle<H: Headers, Out: From<Reply<H>>>(
         self: Arc<Self>,
         mut req: Inbound<H>,
         conn: Connection,
-    ) -> Reply<H> {
+    ) -> Out {
         let started = Instant::now();
         let snapshot = self.state.snapshot();
         // 0. correlate: settle X-Request-Id and traceparent before anything can fail.
@@ -96,7 +97,7 @@ impl Gateway {
         self.count(&trace, &method, status, error.as_ref(), started);
         // 9. log, when the body is done (see `access_log`).
         let (Some(path), Some(request_id)) = (raw_path, logged_id) else {
-            return response;
+            return response.into();
         };
         let record = access_log::Record {
             started,
@@ -111,7 +112,7 @@ impl Gateway {
             client: conn.peer.ip(),
         };
         response.body = access_log::attach(response.body, record);
-        response
+        response.into()
     }
 
     /// Metrics: atomics owned by the route and issuer, nothing allocated.
