@@ -26,6 +26,7 @@ routes:
     path: /api/orders
     upstream: {up}
     scopes: [orders:read]
+    claims_to_headers: {sub: X-User-Id}
   - id: slow
     path: /slow
     upstream: {up}
@@ -52,6 +53,59 @@ async fn pipelined_requests_are_answered_in_order() {
         1,
         "one pooled upstream connection"
     );
+}
+
+/// The lane keeps each header in the bytes it arrived in (`headers::RawHeaders`): names in
+/// any case must still meet the header hygiene of hyper's path, on the way up (identity,
+/// hop-by-hop and forwarded headers, the token) and on the way back (the upstream's
+/// hop-by-hop headers).
+#[tokio::test]
+async fn the_lane_keeps_header_hygiene_for_names_in_any_case() {
+    let env = start_with(LANE).await;
+    let mut c = Conn::open(env.gateway.addr).await;
+    let request = format!(
+        "GET /api/orders/1 HTTP/1.1\r\nHOST: gw\r\nAuthorization: Bearer {}\r\n\
+         X-User-Id: admin\r\nx-USER-id: root\r\nTE: trailers\r\n\
+         Proxy-Authorization: Basic Zm9vOmJhcg==\r\nKeep-Alive: timeout=9\r\n\
+         X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\n\
+         X-Request-ID: abc-1\r\nContent-Length: 0\r\nAccept: */*\r\n\r\n",
+        token(|_| {})
+    );
+    c.send(request.as_bytes()).await;
+    let r = c.response(false).await;
+    assert_eq!(r.status_line, "HTTP/1.1 200 OK");
+    assert_eq!(text(&r), "orders /api/orders/1");
+    let s = env.upstream.last();
+    assert_eq!(
+        s.headers.get_all("x-user-id").iter().collect::<Vec<_>>(),
+        ["user-1"],
+        "both client copies replaced by the claim"
+    );
+    for h in [
+        "authorization",
+        "te",
+        "proxy-authorization",
+        "keep-alive",
+        "content-length",
+    ] {
+        assert!(s.headers.get(h).is_none(), "{h} was forwarded");
+    }
+    assert_eq!(s.headers["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(s.headers["x-forwarded-proto"], "http");
+    assert_eq!(s.headers["x-forwarded-host"], "gw");
+    assert_eq!(s.headers["x-request-id"], "abc-1");
+    assert_eq!(s.headers["accept"], "*/*");
+    assert_eq!(s.headers.get_all("host").iter().count(), 1);
+    assert_ne!(
+        s.headers["host"], "gw",
+        "the upstream's authority, not the client's"
+    );
+    // The way back: the request id, and none of the upstream's hop-by-hop headers.
+    assert_eq!(r.header("x-request-id"), Some("abc-1"));
+    assert_eq!(r.header("x-upstream"), Some("orders"));
+    for h in ["x-secret-hop", "keep-alive", "connection"] {
+        assert!(r.header(h).is_none(), "{h} came back: {:?}", r.headers);
+    }
 }
 
 #[tokio::test]
