@@ -15,7 +15,7 @@ use crate::parsed_value::{header_value, HeaderSpan};
 const ADDED_FIELDS_ROOM: usize = 8;
 
 /// Fields the gateway adds to a response (the request id). Kept apart from the request's
-/// room: a field is 88 bytes, and a response's list with eight spare ones went past glibc's
+/// room: a field is 96 bytes, and a response's list with eight spare ones went past glibc's
 /// per-thread cache (1,032 bytes) into malloc's shared bins (callgrind, issue 5).
 const RESPONSE_FIELDS_ROOM: usize = 1;
 
@@ -37,6 +37,18 @@ fn length_bit(len: usize) -> u64 {
 struct Field {
     name: Name,
     value: Value,
+    /// The name's length, compared before the name's bytes are looked at.
+    name_len: usize,
+}
+
+impl Field {
+    fn set(name: HeaderName, value: HeaderValue) -> Self {
+        Field {
+            name_len: name.as_str().len(),
+            name: Name::Set(name),
+            value: Value::Set(value),
+        }
+    }
 }
 
 enum Name {
@@ -76,6 +88,7 @@ impl RawHeaders {
             fields.push(Field {
                 name: Name::Head(ns, ne),
                 value: Value::Head(vs, ve),
+                name_len: ne - ns,
             });
         }
         Ok(RawHeaders {
@@ -91,14 +104,11 @@ impl RawHeaders {
     }
 }
 
-/// Whether `field` is `name`. Every span was checked against `head`, and its name
-/// lower-cased, in `new`; a `HeaderName` is lower-case.
+/// Whether `field` is named `want` (a `HeaderName`'s bytes, lower-case). Every span was
+/// checked against `head`, and its name lower-cased, in `new`.
 #[inline]
-fn is(head: &[u8], field: &Field, name: &HeaderName) -> bool {
-    match &field.name {
-        Name::Set(n) => n == name,
-        Name::Head(s, e) => head[*s..*e] == *name.as_str().as_bytes(),
-    }
+fn is(head: &[u8], field: &Field, want: &[u8]) -> bool {
+    field.name_len == want.len() && name_bytes(head, field) == want
 }
 
 fn name_bytes<'a>(head: &'a [u8], field: &'a Field) -> &'a [u8] {
@@ -116,9 +126,9 @@ fn value_bytes<'a>(head: &'a [u8], field: &'a Field) -> &'a [u8] {
 }
 
 impl RawHeaders {
-    /// Whether a field named `name` may be present (`false`: it is not).
-    fn may_have(&self, name: &HeaderName) -> bool {
-        self.lengths & length_bit(name.as_str().len()) != 0
+    /// Whether a field named `want` may be present (`false`: it is not).
+    fn may_have(&self, want: &[u8]) -> bool {
+        self.lengths & length_bit(want.len()) != 0
     }
 
     fn shared(&self, field: &Field) -> HeaderValue {
@@ -133,73 +143,71 @@ impl RawHeaders {
 impl Headers for RawHeaders {
     fn values<'a>(&'a self, name: &HeaderName) -> impl Iterator<Item = &'a [u8]> {
         let head = &self.head[..];
-        let fields = if self.may_have(name) {
+        let want = name.as_str().as_bytes();
+        let fields = if self.may_have(want) {
             &self.fields[..]
         } else {
             &[]
         };
         fields
             .iter()
-            .filter(move |f| is(head, f, name))
+            .filter(move |f| is(head, f, want))
             .map(move |f| value_bytes(head, f))
     }
 
     fn value(&self, name: &HeaderName) -> Option<HeaderValue> {
-        if !self.may_have(name) {
+        let want = name.as_str().as_bytes();
+        if !self.may_have(want) {
             return None;
         }
-        let field = self.fields.iter().find(|f| is(&self.head, f, name))?;
+        let field = self.fields.iter().find(|f| is(&self.head, f, want))?;
         Some(self.shared(field))
     }
 
     fn remove(&mut self, name: &HeaderName) {
-        if self.may_have(name) {
+        let want = name.as_str().as_bytes();
+        if self.may_have(want) {
             let head = &self.head[..];
-            self.fields.retain(|f| !is(head, f, name));
+            self.fields.retain(|f| !is(head, f, want));
         }
     }
 
     fn insert(&mut self, name: HeaderName, value: HeaderValue) {
         let head = &self.head[..];
-        let first = match self.may_have(&name) {
-            true => self.fields.iter().position(|f| is(head, f, &name)),
+        let field = Field::set(name, value);
+        let want = name_bytes(head, &field);
+        let first = match self.may_have(want) {
+            true => self.fields.iter().position(|f| is(head, f, want)),
             false => None,
         };
-        self.lengths |= length_bit(name.as_str().len());
-        if let Some(first) = first {
-            // The first keeps its place; any later ones go.
-            if self.fields[first + 1..].iter().any(|f| is(head, f, &name)) {
-                let mut index = 0;
-                self.fields.retain(|f| {
-                    let keep = index <= first || !is(head, f, &name);
-                    index += 1;
-                    keep
-                });
-            }
-            self.fields[first] = Field {
-                name: Name::Set(name),
-                value: Value::Set(value),
-            };
-        } else {
-            self.fields.push(Field {
-                name: Name::Set(name),
-                value: Value::Set(value),
+        self.lengths |= length_bit(field.name_len);
+        let Some(first) = first else {
+            self.fields.push(field);
+            return;
+        };
+        // The first keeps its place; any later ones go.
+        if self.fields[first + 1..].iter().any(|f| is(head, f, want)) {
+            let mut index = 0;
+            self.fields.retain(|f| {
+                let keep = index <= first || !is(head, f, want);
+                index += 1;
+                keep
             });
         }
+        self.fields[first] = field;
     }
 
     fn append(&mut self, name: HeaderName, value: HeaderValue) {
-        self.lengths |= length_bit(name.as_str().len());
-        self.fields.push(Field {
-            name: Name::Set(name),
-            value: Value::Set(value),
-        });
+        let field = Field::set(name, value);
+        self.lengths |= length_bit(field.name_len);
+        self.fields.push(field);
     }
 
     fn mark(&self, names: &[HeaderName], found: &mut [bool]) -> bool {
         let mut any = false;
         for (i, name) in names.iter().enumerate() {
-            if self.may_have(name) && self.fields.iter().any(|f| is(&self.head, f, name)) {
+            let want = name.as_str().as_bytes();
+            if self.may_have(want) && self.fields.iter().any(|f| is(&self.head, f, want)) {
                 found[i] = true;
                 any = true;
             }
