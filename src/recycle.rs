@@ -1,4 +1,5 @@
-//! Header maps reused across requests, per thread.
+//! Header maps, and the fast lane's field lists (`headers::raw`), reused across requests, per
+//! thread.
 //!
 //! Why: a request on the fast path builds two `HeaderMap`s, the client's request and the
 //! upstream's response. Each owns an entries array of about 1.2 KiB, above glibc's per-thread
@@ -12,6 +13,7 @@
 //! burst of large requests leaves nothing large behind.
 
 use std::cell::RefCell;
+use std::thread::LocalKey;
 
 use http::HeaderMap;
 
@@ -27,13 +29,30 @@ thread_local! {
     static MAPS: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
 }
 
+/// A value kept in this thread's `pool`, if there is one.
+pub fn take<T: 'static>(pool: &'static LocalKey<RefCell<Vec<T>>>) -> Option<T> {
+    pool.try_with(|kept| kept.try_borrow_mut().ok()?.pop())
+        .ok()
+        .flatten()
+}
+
+/// Keeps `value` in this thread's `pool` for a later [`take`], unless the pool holds
+/// [`RECYCLED_MAPS_PER_THREAD`] already.
+pub fn keep<T: 'static>(pool: &'static LocalKey<RefCell<Vec<T>>>, value: T) {
+    // During thread teardown (or a re-entrant call, which cannot happen here but would
+    // only cost a free) the value is simply dropped.
+    let _ = pool.try_with(|kept| {
+        if let Ok(mut kept) = kept.try_borrow_mut() {
+            if kept.len() < RECYCLED_MAPS_PER_THREAD {
+                kept.push(value);
+            }
+        }
+    });
+}
+
 /// An empty map with room for at least `headers` entries, reused when this thread has one.
 pub fn header_map(headers: usize) -> HeaderMap {
-    let reused = MAPS
-        .try_with(|maps| maps.try_borrow_mut().ok()?.pop())
-        .ok()
-        .flatten();
-    match reused {
+    match take(&MAPS) {
         Some(mut map) => {
             // A no-op when the reused map is large enough, which is the common case.
             map.reserve(headers);
@@ -49,15 +68,7 @@ pub fn give_back(mut map: HeaderMap) {
         return;
     }
     map.clear();
-    // During thread teardown (or a re-entrant call, which cannot happen here but would
-    // only cost a free) the map is simply dropped.
-    let _ = MAPS.try_with(|maps| {
-        if let Ok(mut maps) = maps.try_borrow_mut() {
-            if maps.len() < RECYCLED_MAPS_PER_THREAD {
-                maps.push(map);
-            }
-        }
-    });
+    keep(&MAPS, map);
 }
 
 #[cfg(test)]
