@@ -51,8 +51,8 @@ pub fn is_reserved_header(name: &HeaderName) -> bool {
 pub fn strip_hop_by_hop<H: Headers>(headers: &mut H) {
     // Which are present first, in one pass: most messages carry no hop-by-hop field or only
     // `Connection`, and removing each of nine names cost more than the pass.
-    let mut found = [false; HOP_BY_HOP_COUNT];
-    if !headers.mark(&HOP_BY_HOP, &mut found) {
+    let found = headers.mark(&HOP_BY_HOP);
+    if !found.contains(&true) {
         return;
     }
     // The names a Connection header lists besides the usual `keep-alive` and `close` (which

@@ -43,8 +43,8 @@ pub trait Headers: Send + Sync + Sized + 'static {
     /// Adds a value of `name` after the others.
     fn append(&mut self, name: HeaderName, value: HeaderValue);
 
-    /// Sets `found[i]` for each `names[i]` present; whether any is.
-    fn mark(&self, names: &[HeaderName], found: &mut [bool]) -> bool;
+    /// Which of `names` are present (`[i]` for `names[i]`).
+    fn mark<const N: usize>(&self, names: &[HeaderName; N]) -> [bool; N];
 
     /// Every field as (name, value), in the order they go out.
     fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])>;
@@ -60,7 +60,7 @@ pub trait Headers: Send + Sync + Sized + 'static {
     fn from_parsed(head: BytesMut, spans: &[HeaderSpan]) -> Option<Self>;
 
     /// Done with: memory worth keeping goes back for a later request (`recycle`).
-    fn recycle(self) {}
+    fn recycle(self);
 
     fn contains(&self, name: &HeaderName) -> bool {
         self.values(name).next().is_some()
@@ -118,17 +118,16 @@ impl Headers for HeaderMap {
         HeaderMap::append(self, name, value);
     }
 
-    fn mark(&self, names: &[HeaderName], found: &mut [bool]) -> bool {
+    fn mark<const N: usize>(&self, names: &[HeaderName; N]) -> [bool; N] {
         // One pass over the names present: most messages carry none of `names`, and a
         // lookup of each (a hash and a probe) cost more than the pass.
-        let mut any = false;
+        let mut found = [false; N];
         for name in self.keys() {
             if let Some(i) = names.iter().position(|n| n == name) {
                 found[i] = true;
-                any = true;
             }
         }
-        any
+        found
     }
 
     fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
@@ -191,13 +190,18 @@ impl From<Request<RequestBody>> for Inbound<HeaderMap> {
 impl<H: Headers> Inbound<H> {
     /// As an `http` request (HTTP/1.1), for handlers that take one.
     pub fn into_request(self) -> Request<RequestBody> {
-        let mut request = Request::new(self.body);
-        *request.method_mut() = self.method;
-        *request.uri_mut() = self.uri;
-        *request.version_mut() = Version::HTTP_11;
-        *request.headers_mut() = self.headers.into_map();
-        request
+        http_request(self.method, self.uri, self.headers, self.body)
     }
+}
+
+/// An HTTP/1.1 `http` request of these parts.
+fn http_request<H: Headers, B>(method: Method, uri: Uri, headers: H, body: B) -> Request<B> {
+    let mut request = Request::new(body);
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers.into_map();
+    request
 }
 
 /// The request an upstream receives: origin-form target, Host set, HTTP/1.1.
@@ -211,12 +215,7 @@ pub struct Outbound<H> {
 impl<H: Headers> Outbound<H> {
     /// As an `http` request, for hyper's client.
     pub fn into_request(self) -> Request<Body> {
-        let mut request = Request::new(self.body);
-        *request.method_mut() = self.method;
-        *request.uri_mut() = self.uri;
-        *request.version_mut() = Version::HTTP_11;
-        *request.headers_mut() = self.headers.into_map();
-        request
+        http_request(self.method, self.uri, self.headers, self.body)
     }
 }
 

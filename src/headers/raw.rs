@@ -217,16 +217,13 @@ impl Headers for RawHeaders {
         self.fields.push(field);
     }
 
-    fn mark(&self, names: &[HeaderName], found: &mut [bool]) -> bool {
-        let mut any = false;
-        for (i, name) in names.iter().enumerate() {
+    fn mark<const N: usize>(&self, names: &[HeaderName; N]) -> [bool; N] {
+        let mut found = [false; N];
+        for (found, name) in found.iter_mut().zip(names) {
             let want = name.as_str().as_bytes();
-            if self.may_have(want) && self.fields.iter().any(|f| is(&self.head, f, want)) {
-                found[i] = true;
-                any = true;
-            }
+            *found = self.may_have(want) && self.fields.iter().any(|f| is(&self.head, f, want));
         }
-        any
+        found
     }
 
     fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
@@ -349,10 +346,9 @@ mod tests {
     fn mark_and_into_map_see_the_same_fields_as_a_map() {
         let h = raw(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: TE\r\nTE: trailers\r\nX-A: 1\r\nx-a: 2\r\n\r\n");
         let names = [header::TE, header::UPGRADE, header::CONNECTION];
-        let (mut from_raw, mut from_map) = ([false; 3], [false; 3]);
-        assert!(h.mark(&names, &mut from_raw));
+        let from_raw = h.mark(&names);
         let map = h.into_map();
-        assert!(map.mark(&names, &mut from_map));
+        let from_map = map.mark(&names);
         assert_eq!(from_raw, [true, false, true]);
         assert_eq!(from_raw, from_map);
         let a: Vec<_> = map.get_all("x-a").iter().collect();
