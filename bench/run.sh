@@ -4,6 +4,11 @@
 #
 #   bash bench/run.sh                  # ROUNDS=3 DURATION=10 CONNS=50
 #   ROUNDS=1 DURATION=5 bash bench/run.sh
+#   PGO=0 bash bench/run.sh            # tollgate rows on the plain release build only
+#
+# Builds: the tollgate rows run the profile-guided build (bench/pgo.sh, the release build we
+# measure and recommend); the row tollgate-rs256-cache-nopgo runs the plain `cargo build
+# --release` binary, so both stand in the same table. With PGO=0 every row is the plain build.
 #
 # Pinning: wrk on CPU 0, every server (upstream included) on CPU 1, so requests/s and CPU
 # per request measure one core's work. Every row's auth is checked before it is measured
@@ -27,6 +32,11 @@ if ! need wrk || ! need nginx || ! need haproxy || ! need openssl; then
 fi
 cargo build --release --locked -q
 BIN=$PWD/target/release/tollgate
+PGO=${PGO:-1}
+TG_BIN=$BIN
+if [ "$PGO" = 1 ]; then
+    TG_BIN=$(bash bench/pgo.sh)
+fi
 TCK=$(getconf CLK_TCK)
 
 W=$(mktemp -d /tmp/tollgate-bench.XXXXXX)
@@ -104,6 +114,7 @@ EOF
 
 
 TARGETS="direct nginx haproxy-rs256 haproxy-es256 tollgate-rs256-cache tollgate-rs256-nocache tollgate-es256-cache tollgate-es256-nocache tollgate-rs256-cache-default"
+[ "$PGO" = 1 ] && TARGETS="$TARGETS tollgate-rs256-cache-nopgo"
 
 # start_target NAME -> sets PORT, SERVER_PIDS, ALGK (token key), AUTH (yes|no)
 start_target() {
@@ -123,12 +134,13 @@ start_target() {
             SERVER_PIDS="$! $UP_PIDS"; PIDS+=("$!") ;;
         tollgate-*)
             ALGK=$(cut -d- -f2 <<<"$name")
-            local cache=true threads=(--worker-threads 1)
+            local cache=true threads=(--worker-threads 1) bin=$TG_BIN
             [[ $name == *nocache* ]] && cache=false
             [[ $name == *default ]] && threads=()
+            [[ $name == *nopgo ]] && bin=$BIN
             gateway_config "$PORT" "$UP" "$ISS" "$W/keys/$ALGK.jwks.json" "$cache" > "$W/tollgate.yaml"
             # Access log off (RUST_LOG=warn), as in the nginx rows.
-            RUST_LOG=warn taskset -c "$SERVER_CPU" "$BIN" serve --config "$W/tollgate.yaml" --no-watch "${threads[@]}" 2>>"$W/tollgate.log" &
+            RUST_LOG=warn taskset -c "$SERVER_CPU" "$bin" serve --config "$W/tollgate.yaml" --no-watch "${threads[@]}" 2>>"$W/tollgate.log" &
             SERVER_PIDS="$! $UP_PIDS"; PIDS+=("$!") ;;
     esac
     for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/" && return; sleep 0.05; done
@@ -166,7 +178,7 @@ ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ 
 mkdir -p "$KEEP"
 RAW=$W/rows.tsv
 : > "$RAW"
-echo "tollgate peer benchmark: $ROUNDS rounds x $DURATION s, wrk -t1 -c$CONNS on CPU $LOAD_CPU, servers on CPU $SERVER_CPU ($(nproc) CPUs)"
+echo "tollgate peer benchmark: $ROUNDS rounds x $DURATION s, wrk -t1 -c$CONNS on CPU $LOAD_CPU, servers on CPU $SERVER_CPU ($(nproc) CPUs); tollgate rows: $([ "$PGO" = 1 ] && echo "PGO build (bench/pgo.sh), *-nopgo plain release" || echo "plain release build")"
 for round in $(seq 1 "$ROUNDS"); do
     for name in $TARGETS; do
         start_target "$name"
@@ -214,6 +226,28 @@ for name in order:
     rps = med(r[2] for r in rs); cpu = med(r[6] for r in rs); p99 = med(r[4] for r in rs)
     lines.append(f"| {name} | {rps:,.0f} | {med(r[3] for r in rs):.2f} | {p99:.2f} | {sum(int(r[5]) for r in rs)} | {cpu:.1f} | "
                  f"{med(r[7] for r in rs):.0f} | {rps/direct:.2f} | {rps/nginx:.2f} | {cpu/nginx_cpu:.2f} | {p99/nginx_p99:.2f} | {rs[0][9]} |")
+# Ratios within each round (the machine drifts between rounds; a round's rows share its state).
+per = {(r[0], r[1]): r for r in rows}
+def round_ratios(name, peer, col):
+    out = []
+    for rnd in sorted({r[0] for r in rows}, key=int):
+        a, b = per.get((rnd, name)), per.get((rnd, peer))
+        if a and b:
+            out.append(float(a[col]) / float(b[col]))
+    return out
+lines += ["", "Ratios within each round (median, then every round in order):", "",
+          "| target | against | req/s ratio | CPU/req ratio | per round req/s |", "|---|---|---|---|---|"]
+for name in order:
+    if not name.startswith("tollgate-"):
+        continue
+    # Without the cache the target is HAProxy doing the same check; with it, nginx.
+    peers = ["haproxy-" + name.split("-")[1]] if "nocache" in name else ["nginx"]
+    for peer in peers:
+        if peer not in by:
+            continue
+        q, c = round_ratios(name, peer, 2), round_ratios(name, peer, 6)
+        lines.append(f"| {name} | {peer} | {statistics.median(q):.3f} | {statistics.median(c):.3f} | "
+                     + ", ".join(f"{x:.2f}" for x in q) + " |")
 lines += ["", "Per round (non-server CPU % = wrk and every other process, share of one core):", "",
           "| round | target | req/s | p99 ms | CPU µs/req | non-server CPU % |", "|---|---|---|---|---|---|"]
 for r in rows:
