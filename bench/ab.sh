@@ -63,7 +63,7 @@ run_one() { # $1 binary -> prints "req/s cpu_us_per_req p99_ms"
     RUST_LOG=warn taskset -c "$SERVER_CPU" "$1" serve --config "$W/gw.yaml" --no-watch $SERVE_ARGS 2>>"$W/gw.log" &
     pid=$!
     PIDS+=("$pid")
-    for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.05; done
+    wait_http "$port" || true
     local code
     code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$port/api/orders/1")
     [ "$code" = 200 ] || { echo "auth check failed: $code" >&2; exit 1; }

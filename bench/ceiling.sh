@@ -61,7 +61,7 @@ start() { # $1 row -> sets PORT, PROXY_PIDS
         taskset -c "$SERVER_CPU" "$CEIL" "127.0.0.1:$PORT" "127.0.0.1:$UP" "$TOKEN" $flag >/dev/null &
         PROXY_PIDS=$!; PIDS+=("$!") ;;
     esac
-    for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.05; done
+    wait_http "$PORT" || true
 }
 
 stop() { # $1 row

@@ -57,7 +57,7 @@ EOF
 # SERVE_ARGS: extra `serve` flags, e.g. "--worker-threads 1".
 RUST_LOG=warn "$BIN" serve --config "$W/routes.yaml" --no-watch ${SERVE_ARGS:-} 2>"$W/gw.log" &
 GW_PID=$!
-for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$GW/" && break; sleep 0.05; done
+wait_http "$GW" || true
 rss() { awk '/VmRSS/ {print $2}' "/proc/$GW_PID/status"; }
 sleep 0.5
 IDLE=$(rss)

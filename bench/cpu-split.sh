@@ -43,13 +43,13 @@ gateway_config "$GP" "$UP" "$ISS" "$W/keys/k.jwks.json" true > "$W/gw.yaml"
 RUST_LOG=warn taskset -c 1 "$BIN" serve --config "$W/gw.yaml" --no-watch --worker-threads 1 2>"$W/gw.log" &
 GW=$!
 started "$GW"
-for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$GP/" && break; sleep 0.05; done
+wait_http "$GP" || true
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$GP/api/orders/1")
 [ "$code" = 200 ] || { echo "tollgate auth check failed: $code" >&2; exit 1; }
 taskset -c 1 "$CEIL" "127.0.0.1:$CP" "127.0.0.1:$UP" "$TOKEN" >/dev/null &
 CE=$!
 started "$CE"
-for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$CP/" && break; sleep 0.05; done
+wait_http "$CP" || true
 
 # utime stime voluntary involuntary
 sample() { echo "$(awk '{print $14, $15}' "/proc/$1/stat") $(awk '/^voluntary_ctxt/ {v=$2} /^nonvoluntary_ctxt/ {n=$2} END {print v, n}' "/proc/$1/status")"; }

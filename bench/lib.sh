@@ -18,6 +18,16 @@ install_missing() {
 # A free loopback TCP port.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# Waits up to 5 s for any HTTP answer on 127.0.0.1:$1; returns non-zero if none came.
+wait_http() {
+    local _
+    for _ in $(seq 100); do
+        curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
 # Sum of utime+stime, in clock ticks, of the given pids (those gone are skipped).
 cpu_ticks() {
     local t=0 p

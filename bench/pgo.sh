@@ -57,7 +57,7 @@ train() { # $1 alg, $2 cache, $3 serve args
     RUST_LOG=warn "$GEN" serve --config "$W/gw.yaml" --no-watch $3 2>>"$W/gw.log" &
     pid=$!
     started "$pid"
-    for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.05; done
+    wait_http "$port" || true
     local url=http://127.0.0.1:$port/api/orders/1
     [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "$url")" = 200 ] ||
         { echo "pgo: training gateway does not answer 200" >&2; exit 1; }

@@ -44,7 +44,7 @@ gateway_config "$GP" "$UP" "$ISS" "$W/keys/k.jwks.json" "$CACHE" > "$W/gw.yaml"
 RUST_LOG=warn taskset -c 1 "$BIN" serve --config "$W/gw.yaml" --no-watch --worker-threads 1 2>"$W/gw.log" &
 GW=$!
 started "$GW"
-for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$GP/" && break; sleep 0.05; done
+wait_http "$GP" || true
 URL="http://127.0.0.1:$GP/api/orders/1"
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$URL")
 [ "$code" = 200 ] || { echo "tollgate auth check failed: $code" >&2; exit 1; }

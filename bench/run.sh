@@ -143,7 +143,7 @@ start_target() {
             RUST_LOG=warn taskset -c "$SERVER_CPU" "$bin" serve --config "$W/tollgate.yaml" --no-watch "${threads[@]}" 2>>"$W/tollgate.log" &
             SERVER_PIDS="$! $UP_PIDS"; PIDS+=("$!") ;;
     esac
-    for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/" && return; sleep 0.05; done
+    wait_http "$PORT" && return
     echo "$name did not start" >&2; exit 1
 }
 
