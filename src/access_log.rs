@@ -17,8 +17,8 @@ use bytes::Bytes;
 use http::{HeaderValue, Method};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
-use serde_json::{Map, Value};
 
+use crate::auth::claims::Claims;
 use crate::body::{Body, BoxError};
 use crate::routes::Route;
 
@@ -41,7 +41,7 @@ pub struct Record {
     pub status: u16,
     /// The matched route (its id and upstream URL are logged); shared, not copied.
     pub route: Option<Arc<Route>>,
-    pub claims: Option<Arc<Map<String, Value>>>,
+    pub claims: Option<Arc<Claims>>,
     pub reason: Option<&'static str>,
     pub client: std::net::IpAddr,
 }
@@ -107,8 +107,8 @@ impl Drop for LoggedBody {
     }
 }
 
-fn claim<'c>(claims: Option<&'c Map<String, Value>>, name: &str) -> Option<&'c str> {
-    claims.and_then(|c| c.get(name)).and_then(Value::as_str)
+fn claim<'c>(claims: Option<&'c Claims>, name: &str) -> Option<&'c str> {
+    claims.and_then(|c| c.str(name))
 }
 
 fn log(r: &Record, bytes: u64, complete: bool, elapsed: Duration) {

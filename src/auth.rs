@@ -3,7 +3,9 @@
 //! verified-token `cache` in front), and whether it grants the route's scopes (`scopes`).
 
 pub mod cache;
+pub mod claims;
 pub mod extract;
+mod header;
 pub mod issuer;
 pub mod jwks;
 pub mod keystore;

@@ -5,16 +5,15 @@
 
 use std::fmt::Write;
 
-use base64::Engine;
-use http::Method;
-use serde_json::{Map, Value};
-
+use crate::auth::claims::Claims;
 use crate::auth::scopes::ScopeRequirement;
 use crate::auth::Reason;
 use crate::error::GatewayError;
 use crate::routes::{path_covers, AuthMode, Match, Route};
 use crate::sanitize::normalize_path;
 use crate::state::Snapshot;
+use base64::Engine;
+use http::Method;
 
 /// The report, and whether the request would reach the upstream.
 pub struct Explanation {
@@ -194,7 +193,7 @@ fn scopes_text(s: &ScopeRequirement) -> String {
     }
 }
 
-fn missing_scopes(s: &ScopeRequirement, claims: &Map<String, Value>) -> String {
+fn missing_scopes(s: &ScopeRequirement, claims: &Claims) -> String {
     let has = |scope: &String| {
         let one = ScopeRequirement::AllOf(vec![scope.clone()]);
         one.is_satisfied_by(claims)
@@ -209,8 +208,8 @@ fn missing_scopes(s: &ScopeRequirement, claims: &Map<String, Value>) -> String {
     }
 }
 
-fn claim<'c>(claims: &'c Map<String, Value>, name: &str) -> &'c str {
-    claims.get(name).and_then(Value::as_str).unwrap_or("-")
+fn claim<'c>(claims: &'c Claims, name: &str) -> &'c str {
+    claims.str(name).unwrap_or("-")
 }
 
 /// A numeric time claim read from the payload (only used once the signature held).
@@ -219,7 +218,7 @@ fn claim_time(token: &str, name: &str) -> Option<u64> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload)
         .ok()?;
-    let claims: Map<String, Value> = serde_json::from_slice(&bytes).ok()?;
+    let claims = Claims::parse(&bytes).ok()?;
     claims.get(name)?.as_f64().map(|v| v as u64)
 }
 

@@ -10,8 +10,9 @@
 use std::net::IpAddr;
 
 use http::header::{self, HeaderName, HeaderValue};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use crate::auth::claims::Claims;
 use crate::headers::{visible, Headers};
 
 const HOP_BY_HOP_COUNT: usize = 9;
@@ -162,38 +163,45 @@ fn write_ip(buf: &mut [u8; 48], ip: IpAddr) -> &[u8] {
 pub fn add_claim_headers<H: Headers>(
     headers: &mut H,
     mapping: &[(Vec<String>, HeaderName)],
-    claims: &Map<String, Value>,
+    claims: &Claims,
 ) {
     for (path, name) in mapping {
-        if let Some(value) = lookup(claims, path).and_then(claim_header_value) {
+        if let Some(value) = claim_header(claims, path) {
             headers.insert(name.clone(), value);
         }
     }
 }
 
-/// Follows a dot path (`realm_access.roles`) through nested objects.
-fn lookup<'a>(claims: &'a Map<String, Value>, path: &[String]) -> Option<&'a Value> {
+/// The header value of the claim at a dot path (`realm_access.roles` follows nested
+/// objects). A top-level string, the common case, is read from the token's text as it is;
+/// other shapes and nested paths are parsed from the claim's JSON text.
+fn claim_header(claims: &Claims, path: &[String]) -> Option<HeaderValue> {
     let (first, rest) = path.split_first()?;
-    let mut value = claims.get(first)?;
-    for segment in rest {
-        value = value.as_object()?.get(segment)?;
+    let claim = claims.get(first)?;
+    if let (Some(s), true) = (claim.as_str(), rest.is_empty()) {
+        return string_header_value(s);
     }
-    Some(value)
+    let value = claim.to_value();
+    let value = rest
+        .iter()
+        .try_fold(&value, |v, segment| v.as_object()?.get(segment))?;
+    claim_header_value(value)
+}
+
+/// A string claim as a header value, copied once; refused if it holds control characters.
+fn string_header_value(s: &str) -> Option<HeaderValue> {
+    if s.chars().any(char::is_control) {
+        None
+    } else {
+        HeaderValue::from_str(s).ok()
+    }
 }
 
 /// Strings as they are; numbers and booleans as JSON text; arrays of strings joined with
 /// `,`; anything else (objects, null, mixed arrays) is not forwarded.
 fn claim_header_value(value: &Value) -> Option<HeaderValue> {
-    if let Value::String(s) = value {
-        // The common case, copied once.
-        return if s.chars().any(char::is_control) {
-            None
-        } else {
-            HeaderValue::from_str(s).ok()
-        };
-    }
     let text = match value {
-        Value::String(_) => return None,
+        Value::String(s) => return string_header_value(s),
         Value::Number(n) => n.to_string(),
         Value::Bool(b) => b.to_string(),
         Value::Array(items) => {
@@ -235,10 +243,10 @@ mod tests {
             "sub": "u1", "n": 7, "b": true, "roles": ["a", "b"], "mixed": ["a", 1],
             "nested": {"deep": {"x": "y"}}, "ctl": "a\nb", "obj": {"k": 1}
         });
-        let claims = claims.as_object().unwrap();
+        let claims = Claims::from_value(&claims).unwrap();
         let v = |p: &str| {
             let path: Vec<String> = p.split('.').map(String::from).collect();
-            lookup(claims, &path).and_then(claim_header_value)
+            claim_header(&claims, &path)
         };
         assert_eq!(v("sub").unwrap(), "u1");
         assert_eq!(v("n").unwrap(), "7");

@@ -24,9 +24,8 @@ use http::Uri;
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 
-use serde_json::{Map, Value};
-
 use crate::access_log;
+use crate::auth::claims::Claims;
 use crate::auth::extract::{bearer_bytes, bearer_token, Credentials};
 use crate::auth::{Issuer, VerifiedToken};
 use crate::correlation;
@@ -56,7 +55,7 @@ struct Trace {
     route: Option<Arc<Route>>,
     /// The token's issuer, once identified (also for refused tokens).
     issuer: Option<Arc<Issuer>>,
-    claims: Option<Arc<Map<String, Value>>>,
+    claims: Option<Arc<Claims>>,
     upstream_failure: Option<FailureKind>,
 }
 

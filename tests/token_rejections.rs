@@ -391,6 +391,51 @@ async fn dangerous_header_parameters_are_rejected() {
     }
 }
 
+/// RFC 7515 §4 and RFC 7519 §4 let a verifier refuse a name given twice. tollgate does, so it
+/// can never act on one copy while an upstream reads the other. The tokens are signed: only
+/// the duplicate can be the reason.
+#[tokio::test]
+async fn a_name_given_twice_is_refused_and_escapes_are_read() {
+    let env = start().await;
+    let k = keys();
+    let hdr = header(&k.rsa).to_string();
+    let c = claims().to_string();
+    let (h_rest, c_rest) = (&hdr[1..], &c[1..]);
+    for twice in [
+        format!(r#"{{"sub":"admin",{c_rest}"#),
+        format!(r#"{{"\u0073ub":"admin",{c_rest}"#),
+    ] {
+        assert_invalid_token(
+            &env,
+            &sign_text(&k.rsa, &hdr, &twice),
+            "token payload has a claim twice",
+        )
+        .await;
+    }
+    assert_invalid_token(
+        &env,
+        &sign_text(&k.rsa, &format!(r#"{{"alg":"none",{h_rest}"#), &c),
+        "token header is not a base64url JSON object",
+    )
+    .await;
+    // Escapes in names and values are decoded before anything reads them.
+    let escaped = format!(r#"{{"s\u0075b":"us\u0065r-\u00e9",{}"#, {
+        let mut rest = claims();
+        rest.as_object_mut().unwrap().remove("sub");
+        rest.to_string()[1..].to_string()
+    });
+    let a = get(
+        &env.url("/api/orders/1"),
+        Some(&sign_text(&k.rsa, &hdr, &escaped)),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(
+        env.upstream.last().headers["x-user-id"].as_bytes(),
+        "user-é".as_bytes()
+    );
+}
+
 #[tokio::test]
 async fn typ_is_enforced_where_required() {
     let env = start().await;

@@ -4,9 +4,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use jsonwebtoken::Algorithm;
-use serde_json::{Map, Value};
 
 use super::cache::TokenCache;
+use super::claims::Claims;
 use super::keystore::KeySource;
 use crate::metrics::IssuerMetrics;
 
@@ -73,7 +73,7 @@ impl Issuers {
 pub struct VerifiedToken {
     pub issuer: Arc<Issuer>,
     /// Shared: cache hits hand out the same claims without copying them.
-    pub claims: Arc<Map<String, Value>>,
+    pub claims: Arc<Claims>,
     /// `exp`, seconds since the epoch.
     pub exp: f64,
 }

@@ -5,7 +5,7 @@
 //! as Entra ID sends it). Matching is exact per scope token: `admin` never satisfies
 //! `superadmin`, and `orders` never satisfies `orders:read`.
 
-use serde_json::{Map, Value};
+use super::claims::Claims;
 
 /// What a route requires.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +20,7 @@ pub enum ScopeRequirement {
 
 impl ScopeRequirement {
     /// Whether the token's claims grant what this requirement asks.
-    pub fn is_satisfied_by(&self, claims: &Map<String, Value>) -> bool {
+    pub fn is_satisfied_by(&self, claims: &Claims) -> bool {
         match self {
             ScopeRequirement::None => true,
             ScopeRequirement::AllOf(required) => required.iter().all(|s| grants(claims, s)),
@@ -39,18 +39,19 @@ impl ScopeRequirement {
 }
 
 /// Whether `scope` is one of the scope tokens in the claims.
-fn grants(claims: &Map<String, Value>, scope: &str) -> bool {
-    let in_string = |v: &Value| {
-        v.as_str()
-            .is_some_and(|s| s.split(' ').any(|granted| granted == scope))
-    };
-    if claims.get("scope").is_some_and(in_string) {
+fn grants(claims: &Claims, scope: &str) -> bool {
+    let in_string = |s: &str| s.split(' ').any(|granted| granted == scope);
+    if claims.str("scope").is_some_and(in_string) {
         return true;
     }
-    match claims.get("scp") {
-        Some(Value::Array(items)) => items.iter().any(|i| i.as_str() == Some(scope)),
-        Some(v) => in_string(v),
-        None => false,
+    let Some(scp) = claims.get("scp") else {
+        return false;
+    };
+    match scp.as_str() {
+        Some(s) => in_string(s),
+        None => scp
+            .as_str_array()
+            .is_some_and(|items| items.iter().any(|i| i == scope)),
     }
 }
 
@@ -66,8 +67,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn claims(v: Value) -> Map<String, Value> {
-        v.as_object().unwrap().clone()
+    fn claims(v: serde_json::Value) -> Claims {
+        Claims::from_value(&v).unwrap()
     }
 
     #[test]

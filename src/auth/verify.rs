@@ -13,12 +13,18 @@
 
 use std::sync::Arc;
 
-use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::{DecodeSliceError, Engine};
 use jsonwebtoken::Algorithm;
-use serde_json::{Map, Value};
+
+use super::claims::{Claims, ClaimsError};
+pub use super::header::normalize_typ;
+use super::header::{
+    check_typ, decode_part, header_alg, JwsHeader, Param, MAX_SIGNATURE_BYTES, PART_STACK_BYTES,
+};
 
 pub use super::issuer::{Issuer, Issuers, VerifiedToken};
-use super::jwks::{parse_algorithm, KeyLookupError, KeySet};
+use super::jwks::{KeyLookupError, KeySet};
 use super::rejection::reject;
 pub use super::rejection::{Reason, Rejection, TokenError};
 use crate::config::defaults::MAX_TOKEN_BYTES;
@@ -46,7 +52,7 @@ pub struct Parsed<'t> {
     pub alg: Algorithm,
     pub kid: Option<String>,
     pub issuer: Arc<Issuer>,
-    claims: Map<String, Value>,
+    claims: Claims,
 }
 
 /// Verifies `token` for a route that accepts `allowed_issuers` (config ids; `None` = any)
@@ -71,22 +77,31 @@ pub fn parse_attributed<'t>(
     if token.len() > MAX_TOKEN_BYTES {
         return Err(reject(Reason::Oversized, "token exceeds 8192 bytes").into());
     }
-    let mut parts = token.split('.');
-    let (Some(h64), Some(p64), Some(s64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    // memchr rather than `str::split`: the dots are looked for in up to 8 KiB, on every
+    // token the cache does not know.
+    let mut dots = memchr::memchr_iter(b'.', token.as_bytes());
+    let (Some(first), Some(second), None) = (dots.next(), dots.next(), dots.next()) else {
         return Err(NOT_A_JWS.into());
     };
+    // Both offsets are of ASCII dots, so every slice below is on char boundaries.
+    let (h64, p64, s64) = (
+        &token[..first],
+        &token[first + 1..second],
+        &token[second + 1..],
+    );
     if h64.is_empty() || p64.is_empty() || s64.is_empty() {
         return Err(NOT_A_JWS.into());
     }
 
-    let header = decode_json_object(h64).ok_or(reject(
-        Reason::Malformed,
-        "token header is not a base64url JSON object",
-    ))?;
-    let alg = header_alg(&header)?;
-    if header.contains_key("crit") {
+    let (mut stack, mut heap) = ([0u8; PART_STACK_BYTES], Vec::new());
+    let header = decode_part(h64, &mut stack, &mut heap)
+        .and_then(JwsHeader::parse)
+        .ok_or(reject(
+            Reason::Malformed,
+            "token header is not a base64url JSON object",
+        ))?;
+    let alg = header_alg(&header.alg)?;
+    if header.crit.is_present() {
         // RFC 7515 §4.1.11: extensions we do not understand must fail verification.
         return Err(reject(
             Reason::ForbiddenHeader,
@@ -94,21 +109,31 @@ pub fn parse_attributed<'t>(
         )
         .into());
     }
-    for (name, description) in FORBIDDEN_HEADER_PARAMS {
-        if header.contains_key(name) {
+    let forbidden = [&header.jku, &header.x5u, &header.jwk, &header.x5c];
+    for (param, (_, description)) in forbidden.into_iter().zip(FORBIDDEN_HEADER_PARAMS) {
+        if param.is_present() {
             return Err(reject(Reason::ForbiddenHeader, description).into());
         }
     }
 
-    let claims = decode_json_object(p64).ok_or(reject(
-        Reason::Malformed,
-        "token payload is not a base64url JSON object",
-    ))?;
-    let issuer = match claims.get("iss") {
-        Some(Value::String(iss)) => issuers
+    let (mut stack, mut heap) = ([0u8; PART_STACK_BYTES], Vec::new());
+    let claims = decode_part(p64, &mut stack, &mut heap)
+        .ok_or(ClaimsError::NotAnObject)
+        .and_then(Claims::parse)
+        .map_err(|e| match e {
+            ClaimsError::NotAnObject => reject(
+                Reason::Malformed,
+                "token payload is not a base64url JSON object",
+            ),
+            ClaimsError::DuplicateName => {
+                reject(Reason::Malformed, "token payload has a claim twice")
+            }
+        })?;
+    let issuer = match claims.get("iss").map(|c| c.as_str()) {
+        Some(Some(iss)) => issuers
             .by_iss(iss)
             .ok_or(reject(Reason::UnknownIssuer, "token issuer is not trusted"))?,
-        Some(_) => return Err(reject(Reason::BadClaim, "iss claim is not a string").into()),
+        Some(None) => return Err(reject(Reason::BadClaim, "iss claim is not a string").into()),
         None => return Err(reject(Reason::BadClaim, "token has no iss claim").into()),
     };
     let kid = issuer_rules(&header, issuer, allowed_issuers, alg).map_err(|error| Rejection {
@@ -138,7 +163,7 @@ pub fn parse<'t>(
 /// The checks that depend on the token's issuer: accepted on the route, `typ`, algorithm
 /// allow-list, and the shape of `kid`, which it returns.
 fn issuer_rules(
-    header: &Map<String, Value>,
+    header: &JwsHeader<'_>,
     issuer: &Issuer,
     allowed_issuers: Option<&[String]>,
     alg: Algorithm,
@@ -151,17 +176,17 @@ fn issuer_rules(
             ));
         }
     }
-    check_typ(header, issuer)?;
+    check_typ(&header.typ, issuer)?;
     if !issuer.algorithms.contains(&alg) {
         return Err(reject(
             Reason::UnsupportedAlg,
             "token algorithm is not allowed for its issuer",
         ));
     }
-    match header.get("kid") {
-        None => Ok(None),
-        Some(Value::String(k)) => Ok(Some(k.clone())),
-        Some(_) => Err(reject(
+    match &header.kid {
+        Param::Absent => Ok(None),
+        Param::Str(k) => Ok(Some(k.to_string())),
+        Param::NotAString => Err(reject(
             Reason::Malformed,
             "kid header parameter is not a string",
         )),
@@ -197,12 +222,20 @@ pub fn finish(
 
     // The signing input is the two first parts exactly as sent (RFC 7515 §5.2).
     let signing_input = &parsed.token[..parsed.signing_input_len];
-    let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(parsed.signature)
-        .map_err(|_| reject(Reason::BadSignature, "token signature is malformed"))?;
+    let mut buf = [0u8; MAX_SIGNATURE_BYTES];
+    let signature = match URL_SAFE_NO_PAD.decode_slice(parsed.signature, &mut buf) {
+        Ok(n) => &buf[..n],
+        // Longer than any accepted key's signatures: no key can verify it.
+        Err(DecodeSliceError::OutputSliceTooSmall) => {
+            return Err(reject(Reason::BadSignature, "token signature is invalid"))
+        }
+        Err(DecodeSliceError::DecodeError(_)) => {
+            return Err(reject(Reason::BadSignature, "token signature is malformed"))
+        }
+    };
     if key
         .key
-        .verify_sig(signing_input.as_bytes(), &signature)
+        .verify_sig(signing_input.as_bytes(), signature)
         .is_err()
     {
         return Err(reject(Reason::BadSignature, "token signature is invalid"));
@@ -217,84 +250,17 @@ pub fn finish(
     })
 }
 
-fn decode_json_object(part: &str) -> Option<Map<String, Value>> {
-    // base64url without padding (RFC 7515 §2); padded or standard-alphabet input is not a JWS.
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(part)
-        .ok()?;
-    match serde_json::from_slice(&bytes).ok()? {
-        Value::Object(map) => Some(map),
-        _ => None,
-    }
-}
-
-fn header_alg(header: &Map<String, Value>) -> Result<Algorithm, TokenError> {
-    let Some(Value::String(alg)) = header.get("alg") else {
-        return Err(reject(Reason::Malformed, "token header has no alg"));
-    };
-    if alg.eq_ignore_ascii_case("none") {
-        return Err(reject(
-            Reason::UnsupportedAlg,
-            "unsigned tokens (alg none) are not accepted",
-        ));
-    }
-    if alg.starts_with("HS") {
-        return Err(reject(
-            Reason::UnsupportedAlg,
-            "symmetric algorithms are not accepted",
-        ));
-    }
-    parse_algorithm(alg).ok_or(reject(
-        Reason::UnsupportedAlg,
-        "token algorithm is not supported",
-    ))
-}
-
-/// RFC 9068 §2.1 / §4: `typ` must be `at+jwt` (the `application/` prefix may be omitted and
-/// media types compare case-insensitively, RFC 7515 §4.1.9).
-fn check_typ(header: &Map<String, Value>, issuer: &Issuer) -> Result<(), TokenError> {
-    let Some(required) = &issuer.require_typ else {
-        return Ok(());
-    };
-    let ok = match header.get("typ") {
-        Some(Value::String(typ)) => normalize_typ(typ) == *required,
-        _ => false,
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(reject(
-            Reason::WrongTyp,
-            "token typ is not the required type",
-        ))
-    }
-}
-
-/// `application/at+JWT` → `at+jwt`.
-pub fn normalize_typ(typ: &str) -> String {
-    let lower = typ.to_ascii_lowercase();
-    match lower.strip_prefix("application/") {
-        Some(rest) => rest.to_string(),
-        None => lower,
-    }
-}
-
 /// A NumericDate (RFC 7519 §2): a JSON number, possibly non-integer. Any other JSON type is
 /// an error, never "absent".
-fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<f64>, ()> {
+fn numeric_date(claims: &Claims, name: &str) -> Result<Option<f64>, ()> {
     match claims.get(name) {
         None => Ok(None),
-        Some(Value::Number(n)) => n.as_f64().filter(|f| f.is_finite()).map(Some).ok_or(()),
-        Some(_) => Err(()),
+        Some(c) => c.as_f64().map(Some).ok_or(()),
     }
 }
 
 /// Checks `exp`, `nbf` and `iat`; returns `exp`.
-fn check_time_claims(
-    claims: &Map<String, Value>,
-    leeway: u64,
-    now: u64,
-) -> Result<f64, TokenError> {
+fn check_time_claims(claims: &Claims, leeway: u64, now: u64) -> Result<f64, TokenError> {
     let now = now as f64;
     let leeway = leeway as f64;
     let exp = numeric_date(claims, "exp")
@@ -321,21 +287,15 @@ fn check_time_claims(
 }
 
 /// RFC 7519 §4.1.3 / RFC 9068 §4: `aud` (a string or an array of strings) must name us.
-fn check_audience(claims: &Map<String, Value>, audiences: &[String]) -> Result<(), TokenError> {
+fn check_audience(claims: &Claims, audiences: &[String]) -> Result<(), TokenError> {
     let accepted = |a: &str| audiences.iter().any(|x| x == a);
-    let ok = match claims.get("aud") {
-        None => return Err(reject(Reason::WrongAudience, "token has no aud claim")),
-        Some(Value::String(a)) => accepted(a),
-        Some(Value::Array(items)) => {
-            if !items.iter().all(Value::is_string) {
-                return Err(reject(
-                    Reason::BadClaim,
-                    "aud claim is not a string or array of strings",
-                ));
-            }
-            items.iter().filter_map(Value::as_str).any(accepted)
-        }
-        Some(_) => {
+    let Some(aud) = claims.get("aud") else {
+        return Err(reject(Reason::WrongAudience, "token has no aud claim"));
+    };
+    let ok = match (aud.as_str(), aud.as_str_array()) {
+        (Some(a), _) => accepted(a),
+        (None, Some(items)) => items.iter().any(|a| accepted(a)),
+        (None, None) => {
             return Err(reject(
                 Reason::BadClaim,
                 "aud claim is not a string or array of strings",
@@ -358,8 +318,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn c(v: Value) -> Map<String, Value> {
-        v.as_object().unwrap().clone()
+    fn c(v: serde_json::Value) -> Claims {
+        Claims::from_value(&v).unwrap()
     }
 
     #[test]
@@ -453,11 +413,5 @@ mod tests {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs()
-    }
-
-    #[test]
-    fn typ_normalization() {
-        assert_eq!(normalize_typ("application/AT+JWT"), "at+jwt");
-        assert_eq!(normalize_typ("at+jwt"), "at+jwt");
     }
 }
