@@ -355,6 +355,96 @@ mod tests {
         assert_eq!(mixed.get("aud").unwrap().as_str_array(), None);
     }
 
+    /// The index against serde_json's own map, on generated payloads: every name, every value's
+    /// string, number and JSON reading, with escapes spelled in several ways.
+    #[test]
+    fn agrees_with_serde_json_on_generated_payloads() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        const NAMES: [&str; 9] = ["iss", "sub", "aud", "exp", "scope", "é", "a\"b", "", "x y"];
+        const NUMBERS: [&str; 8] = ["0", "-0", "17", "1.5", "-2e3", "1E+2", "1764400000.25", "3"];
+        const CHARS: [char; 8] = ['a', 'Z', ' ', '"', '\\', '\n', 'é', '😀'];
+        fn quote(text: &str, escape: bool) -> String {
+            let mut out = String::from("\"");
+            for c in text.chars() {
+                match c {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    '\n' => out.push_str("\\n"),
+                    c if escape => {
+                        let mut units = [0u16; 2];
+                        for u in c.encode_utf16(&mut units) {
+                            out.push_str(&format!("\\u{u:04x}"));
+                        }
+                    }
+                    c => out.push(c),
+                }
+            }
+            out.push('"');
+            out
+        }
+        for _ in 0..2000 {
+            let mut text = String::from("{");
+            let mut names = Vec::new();
+            for i in 0..next(7) {
+                let name = NAMES[next(NAMES.len())];
+                names.push(name);
+                if i > 0 {
+                    text.push_str(if next(2) == 0 { "," } else { " ,\n" });
+                }
+                text.push_str(&quote(name, next(3) == 0));
+                text.push_str(if next(2) == 0 { ":" } else { " : " });
+                match next(6) {
+                    0 => {
+                        let s: String = (0..next(6)).map(|_| CHARS[next(CHARS.len())]).collect();
+                        text.push_str(&quote(&s, next(2) == 0));
+                    }
+                    1 => text.push_str(NUMBERS[next(NUMBERS.len())]),
+                    2 => text.push_str(["true", "false", "null"][next(3)]),
+                    3 => text.push_str(r#"["a", "b\u0063", 1]"#),
+                    4 => text.push_str(r#"{"k": {"x": "y"}, "n": [1, 2.5]}"#),
+                    _ => text.push_str(r#"["only", "strings"]"#),
+                }
+            }
+            text.push('}');
+            let mut unique = names.clone();
+            unique.sort_unstable();
+            unique.dedup();
+            let parsed = parse(&text);
+            if unique.len() < names.len() {
+                assert_eq!(parsed, Err(ClaimsError::DuplicateName), "{text}");
+                continue;
+            }
+            let claims = parsed.unwrap_or_else(|e| panic!("{text}: {e:?}"));
+            let map: serde_json::Map<String, Value> = serde_json::from_str(&text).unwrap();
+            assert_eq!(claims.names().count(), map.len(), "{text}");
+            for (name, value) in &map {
+                let claim = claims.get(name).unwrap_or_else(|| panic!("{text}: {name}"));
+                assert_eq!(claim.as_str(), value.as_str(), "{text}: {name}");
+                assert_eq!(claim.to_value(), *value, "{text}: {name}");
+                match (claim.as_f64(), value.as_f64()) {
+                    (Some(a), Some(b)) => assert!((a - b).abs() <= b.abs() * 1e-15, "{text}"),
+                    (a, b) => assert_eq!(a, b, "{text}: {name}"),
+                }
+                let strings = value.as_array().and_then(|items| {
+                    items
+                        .iter()
+                        .map(|i| i.as_str().map(str::to_owned))
+                        .collect()
+                });
+                let ours: Option<Vec<String>> = claim
+                    .as_str_array()
+                    .map(|items| items.into_iter().map(Cow::into_owned).collect());
+                assert_eq!(ours, strings, "{text}: {name}");
+            }
+        }
+    }
+
     #[test]
     fn debug_shows_names_only() {
         let c = parse(r#"{"sub":"secret-person"}"#).unwrap();
