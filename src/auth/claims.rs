@@ -161,7 +161,9 @@ impl<'c> Claim<'c> {
         Some(items.into_iter().map(|i| i.0).collect())
     }
 
-    /// The value as a `serde_json::Value` (parsed on each call: for the rarer shapes).
+    /// The value as a `serde_json::Value` (parsed on each call: for the rarer shapes). The
+    /// text was checked when the claims were read; only a number beyond `f64`'s range, which
+    /// `Value` cannot hold, reads as `null`.
     pub fn to_value(&self) -> Value {
         serde_json::from_str(self.raw).unwrap_or(Value::Null)
     }
@@ -347,6 +349,7 @@ mod tests {
     fn numbers_out_of_range_or_of_another_type_are_not_numbers() {
         let c = parse(r#"{"a":1e400,"b":"5","c":true,"d":-0.5e1}"#).unwrap();
         assert_eq!(c.get("a").unwrap().as_f64(), None);
+        assert!(c.get("a").unwrap().to_value().is_null());
         assert_eq!(c.get("b").unwrap().as_f64(), None);
         assert_eq!(c.get("c").unwrap().as_f64(), None);
         assert_eq!(c.get("d").unwrap().as_f64(), Some(-5.0));

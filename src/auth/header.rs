@@ -81,6 +81,20 @@ pub struct JwsHeader<'a> {
 }
 
 impl<'a> JwsHeader<'a> {
+    /// The rejection for a parameter that would make the verifier fetch or trust key material
+    /// named by the token itself (RFC 8725 §3.10 and §2.7), if there is one: never followed,
+    /// so its presence is enough.
+    pub fn key_material_param(&self) -> Option<&'static str> {
+        [
+            (&self.jku, "the jku header parameter is not accepted"),
+            (&self.x5u, "the x5u header parameter is not accepted"),
+            (&self.jwk, "the jwk header parameter is not accepted"),
+            (&self.x5c, "the x5c header parameter is not accepted"),
+        ]
+        .into_iter()
+        .find_map(|(param, description)| param.is_present().then_some(description))
+    }
+
     /// `None` unless `json` is exactly one JSON object with no parameter twice.
     pub fn parse(json: &'a [u8]) -> Option<JwsHeader<'a>> {
         // A derived struct also accepts a JSON array (fields by position): only objects here.

@@ -34,15 +34,6 @@ const NOT_A_JWS: TokenError = reject(
     "token is not a signed JWT of three base64url parts",
 );
 
-/// JWS header parameters that make the verifier fetch or trust key material named by the
-/// token itself (RFC 8725 §3.10 and §2.7); never followed, so their presence is a rejection.
-const FORBIDDEN_HEADER_PARAMS: [(&str, &str); 4] = [
-    ("jku", "the jku header parameter is not accepted"),
-    ("x5u", "the x5u header parameter is not accepted"),
-    ("jwk", "the jwk header parameter is not accepted"),
-    ("x5c", "the x5c header parameter is not accepted"),
-];
-
 /// A token that passed every check needing no key: shape, header, issuer, route, `typ`,
 /// algorithm allow-list. What is left needs the issuer's current keys: [`finish`].
 pub struct Parsed<'t> {
@@ -109,11 +100,8 @@ pub fn parse_attributed<'t>(
         )
         .into());
     }
-    let forbidden = [&header.jku, &header.x5u, &header.jwk, &header.x5c];
-    for (param, (_, description)) in forbidden.into_iter().zip(FORBIDDEN_HEADER_PARAMS) {
-        if param.is_present() {
-            return Err(reject(Reason::ForbiddenHeader, description).into());
-        }
+    if let Some(description) = header.key_material_param() {
+        return Err(reject(Reason::ForbiddenHeader, description).into());
     }
 
     let (mut stack, mut heap) = ([0u8; PART_STACK_BYTES], Vec::new());
