@@ -178,8 +178,10 @@ pub fn add_claim_headers<H: Headers>(
 fn claim_header(claims: &Claims, path: &[String]) -> Option<HeaderValue> {
     let (first, rest) = path.split_first()?;
     let claim = claims.get(first)?;
-    if let (Some(s), true) = (claim.as_str(), rest.is_empty()) {
-        return string_header_value(s);
+    if rest.is_empty() {
+        if let Some(s) = claim.as_str() {
+            return string_header_value(s);
+        }
     }
     let value = claim.to_value();
     let value = rest

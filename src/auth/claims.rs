@@ -33,8 +33,6 @@ pub struct Claims {
 
 #[derive(Clone, PartialEq)]
 struct Member {
-    /// The name's length in bytes, compared before the name itself.
-    name_len: u32,
     name: Text,
     /// The value's JSON text.
     raw: Span,
@@ -48,6 +46,17 @@ enum Text {
     At(Span),
     /// Decoded from text with escapes (rare: claim names and values are nearly always plain).
     Decoded(Box<str>),
+}
+
+impl Text {
+    /// Length in bytes, compared before the text itself in lookups.
+    fn len(&self) -> u32 {
+        match self {
+            Text::At(span) => span.end - span.start,
+            // Decoded from a span of the payload, so it fits in u32 too.
+            Text::Decoded(s) => s.len() as u32,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Default, PartialEq)]
@@ -94,7 +103,7 @@ impl Claims {
         let m = self
             .members
             .iter()
-            .find(|m| m.name_len == len && self.text(&m.name) == name)?;
+            .find(|m| m.name.len() == len && self.text(&m.name) == name)?;
         Some(Claim {
             raw: self.at(m.raw),
             string: m.string.as_ref().map(|t| self.text(t)),
@@ -176,6 +185,9 @@ fn index(json: &str) -> Result<Box<[Member]>, ClaimsError> {
         .deserialize_map(MembersVisitor)
         .map_err(|_| ClaimsError::NotAnObject)?;
     de.end().map_err(|_| ClaimsError::NotAnObject)?;
+    if has_duplicate(&found) {
+        return Err(ClaimsError::DuplicateName);
+    }
     let base = json.as_ptr() as usize;
     // Both slices borrow from `json`, so their offsets lie inside it.
     let span = |s: &str| {
@@ -194,27 +206,23 @@ fn index(json: &str) -> Result<Box<[Member]>, ClaimsError> {
         .map(|(name, raw)| {
             let raw = raw.get();
             Member {
-                name_len: name.len() as u32,
                 name: text(name),
                 raw: span(raw),
                 string: string_content(raw).map(|c| text(&c)),
             }
         })
         .collect();
-    let names: Vec<&str> = found.iter().map(|(n, _)| n.as_ref()).collect();
-    if has_duplicate(names) {
-        return Err(ClaimsError::DuplicateName);
-    }
     Ok(members)
 }
 
-fn has_duplicate(mut names: Vec<&str>) -> bool {
-    if names.len() <= PAIRWISE_DUPLICATE_CHECK_MAX {
-        return names
+fn has_duplicate(found: &Found<'_>) -> bool {
+    if found.len() <= PAIRWISE_DUPLICATE_CHECK_MAX {
+        return found
             .iter()
             .enumerate()
-            .any(|(i, a)| names[..i].contains(a));
+            .any(|(i, (a, _))| found[..i].iter().any(|(b, _)| a == b));
     }
+    let mut names: Vec<&str> = found.iter().map(|(n, _)| n.as_ref()).collect();
     names.sort_unstable();
     names.windows(2).any(|w| w[0] == w[1])
 }
