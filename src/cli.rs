@@ -46,6 +46,10 @@ pub enum Command {
         /// request work to one thread, as the one-core benchmark comparison needs.
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
         worker_threads: Option<u16>,
+        /// Write each upstream request head with its own send(2) instead of one io_uring
+        /// submission per turn of the event loop (used anyway where io_uring is unavailable).
+        #[arg(long)]
+        no_io_uring: bool,
     },
     /// Validate a config file (YAML, semantics, key files) and print warnings about likely
     /// mistakes. Exit 0 valid, 1 invalid (or warnings with --deny-warnings).
@@ -166,8 +170,10 @@ pub fn main() -> ExitCode {
             config,
             no_watch,
             worker_threads,
+            no_io_uring,
         } => {
             init_logging(cli.log_format);
+            batched_writes(!no_io_uring);
             runtime(worker_threads).and_then(|rt| rt.block_on(serve(&config, !no_watch)))
         }
         Command::Demo { config, listen } => {
@@ -213,6 +219,14 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Settles how upstream request heads are written (`upstream::batched_write`); the
+/// "serving" line says which way was taken, and this one why io_uring was not.
+fn batched_writes(wanted: bool) {
+    if let Some(why) = crate::upstream::batched_write::configure(wanted) {
+        tracing::warn!(reason = %why, "io_uring is unavailable; upstream request heads are written one by one");
+    }
+}
+
 fn runtime(worker_threads: Option<u16>) -> anyhow::Result<tokio::runtime::Runtime> {
     // One thread: tokio's current-thread scheduler does the same work without the
     // multi-thread scheduler's cross-thread bookkeeping (measured in bench/results).
@@ -253,7 +267,12 @@ async fn serve(config: &Path, watch: bool) -> anyhow::Result<()> {
     #[cfg(unix)]
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let running = crate::start_from_file(config, watch).await?;
-    tracing::info!(listen = %running.addr, admin = ?running.admin_addr, config = %config.display(), "tollgate is serving");
+    let upstream_writes = if crate::upstream::batched_write::enabled() {
+        "batched (io_uring)"
+    } else {
+        "one by one"
+    };
+    tracing::info!(listen = %running.addr, admin = ?running.admin_addr, config = %config.display(), upstream_writes, "tollgate is serving");
     #[cfg(unix)]
     let reloads = running
         .reloader

@@ -2,7 +2,8 @@
 //!
 //! The library takes a validated [`state::Snapshot`] and serves it; the binary owns the CLI
 //! and the config file.
-// One audited exception: `heap::release` calls glibc's malloc_trim (see there).
+// Audited exceptions: `heap::release` calls glibc's malloc_trim, `parsed_value` (see there),
+// and `upstream::batched_write::uring` hands buffers to io_uring (see there).
 #![deny(unsafe_code)]
 
 pub mod access_log;

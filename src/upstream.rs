@@ -19,6 +19,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+pub mod batched_write;
 mod h1;
 mod key;
 mod pool;
@@ -88,15 +89,13 @@ async fn exchange<H: Headers>(
     request: Outbound<H>,
 ) -> Result<Reply<H>, (GatewayError, FailureKind)> {
     let key = upstream.pool_key.clone();
-    // Let every other request that is ready be read first: their upstream writes then go out
-    // together, and the upstream (woken by the first) finds a batch instead of one request.
-    // Writing at once wakes the upstream once per request: on a shared core each wake-up can
-    // preempt the gateway. Measured without a yield here: 0.92 instead of 0.62 context switches
-    // per request (bench/cpu-split.sh) and 0.88x the requests/s (bench/ab.sh).
-    behind_queued_tasks().await;
+    // Both clients let every other request that is ready be read first: their upstream
+    // writes then go out together, and the upstream (woken by the first) finds a batch
+    // instead of one request (`batched_write`).
     if h1::takes(&request) {
         exchange_h1(pool, upstream, key, request).await
     } else {
+        batched_write::behind_queued_tasks().await;
         // Boxed: unboxed, the state of hyper's client (the rarer path, requests with a body)
         // would size the future of every request, and every layer above copies that future
         // once as it starts: 1.8 KiB instead of 0.7 KiB here, five layers deep.
@@ -313,25 +312,4 @@ fn chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
-}
-
-/// Yields once, to the back of the run queue: every task already queued (other requests read
-/// in the same wake-up) runs before this one goes on.
-///
-/// Not `tokio::task::yield_now`: that one defers the task until after the runtime's next I/O
-/// poll, behind the tasks that poll wakes, so each request waited a whole extra round of the
-/// event loop. Measured against it (`bench/ab.sh`, 6 rounds): p99 0.913x (2.17 -> 1.98 ms),
-/// at 0.989x the requests/s and 1.009x the CPU per request (smaller write batches). A task
-/// that wakes itself while being polled is queued at the back in both of tokio's schedulers.
-async fn behind_queued_tasks() {
-    let mut yielded = false;
-    std::future::poll_fn(|cx| {
-        if yielded {
-            return std::task::Poll::Ready(());
-        }
-        yielded = true;
-        cx.waker().wake_by_ref();
-        std::task::Poll::Pending
-    })
-    .await
 }

@@ -351,3 +351,56 @@ async fn the_access_log_is_one_json_line_per_request_without_the_token() {
     assert_eq!(line["bytes"], answer.body.len());
     assert!(!line.to_string().contains(&expired));
 }
+
+/// Upstream request heads go out in io_uring batches unless `--no-io-uring` says otherwise;
+/// the binary says at start which way it writes, and concurrent requests keep their own
+/// answers either way.
+#[tokio::test]
+async fn the_binary_says_how_it_writes_upstream_heads_and_both_ways_answer_each_request() {
+    for (flag, says) in [
+        (None, "batched (io_uring)"),
+        (Some("--no-io-uring"), "one by one"),
+    ] {
+        let up = Upstream::start("orders").await;
+        let (_dir, file) = write_config(ROUTES, &up).await;
+        let file = file.to_str().unwrap();
+        let mut args = vec![
+            "--log-format",
+            "json",
+            "serve",
+            "--no-watch",
+            "--config",
+            file,
+        ];
+        args.extend(flag);
+        let served = Served::start(&args);
+        let started: Value = serde_json::from_str(&served.started).unwrap();
+        assert_eq!(started["upstream_writes"], says, "{flag:?}");
+        let ok = token(|_| {});
+        let answers = futures_join((0..32).map(|i| {
+            let url = format!("http://{}/api/orders/{i}", served.addr);
+            let ok = ok.clone();
+            async move { (i, get(&url, Some(&ok)).await) }
+        }))
+        .await;
+        for (i, answer) in answers {
+            assert_eq!(answer.status, 200, "{flag:?}");
+            assert_eq!(answer.body, format!("orders /orders/{i}"), "{flag:?}");
+        }
+    }
+}
+
+/// Runs `futures` concurrently on this task's runtime and returns their outputs in order.
+async fn futures_join<F: std::future::Future + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let tasks: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for task in tasks {
+        out.push(task.await.unwrap());
+    }
+    out
+}

@@ -23,6 +23,7 @@ use http::header;
 use http::{Method, StatusCode};
 use tokio::io::AsyncWriteExt;
 
+use super::batched_write;
 use super::stream::Stream;
 use crate::headers::{visible, Headers, Outbound};
 use crate::parsed_value::HeaderSpans;
@@ -105,7 +106,8 @@ fn head_size<H: Headers>(request: &Outbound<H>) -> usize {
     request.method.as_str().len() + target + headers + 48
 }
 
-/// Writes the request head (origin-form target, Host set by the caller).
+/// Writes the request head (origin-form target, Host set by the caller), after every other
+/// request ready in this turn of the event loop has been read (`batched_write`).
 pub async fn write_request<H: Headers>(
     conn: &mut RawConn,
     request: &Outbound<H>,
@@ -132,9 +134,15 @@ pub async fn write_request<H: Headers>(
         out.extend_from_slice(b"content-length: 0\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    conn.stream.write_all(&conn.wbuf).await?;
-    // rustls keeps written bytes until flushed; plain TCP flushes nothing.
-    conn.stream.flush().await
+    match &mut conn.stream {
+        Stream::Plain(tcp) => batched_write::write_all(tcp, &conn.wbuf).await,
+        Stream::Tls(_) => {
+            batched_write::behind_queued_tasks().await;
+            conn.stream.write_all(&conn.wbuf).await?;
+            // rustls keeps written bytes until flushed.
+            conn.stream.flush().await
+        }
+    }
 }
 
 /// How the response body is delimited.

@@ -358,6 +358,8 @@ pub struct Served {
     pub child: std::process::Child,
     pub addr: String,
     pub admin: String,
+    /// The "tollgate is serving" log line.
+    pub started: String,
     lines: std::sync::mpsc::Receiver<String>,
 }
 
@@ -383,6 +385,7 @@ impl Served {
             child,
             addr: String::new(),
             admin: String::new(),
+            started: String::new(),
             lines,
         };
         // A reader thread keeps draining stderr, so the child never blocks on a full pipe.
@@ -398,6 +401,7 @@ impl Served {
         let line = served.next_line(|l| l.contains("tollgate is serving"));
         served.addr = log_field(&line, "listen").expect("listen address");
         served.admin = log_field(&line, "admin").unwrap_or_default();
+        served.started = line;
         served
     }
 
