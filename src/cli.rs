@@ -223,7 +223,7 @@ pub fn main() -> ExitCode {
 /// "serving" line says which way was taken, and this one why io_uring was not.
 fn batched_writes(wanted: bool) {
     if let Some(why) = crate::upstream::batched_write::configure(wanted) {
-        tracing::warn!(reason = %why, "io_uring is unavailable; upstream request heads are written one by one");
+        tracing::info!(reason = %why, "io_uring is unavailable; upstream request heads are written one by one");
     }
 }
 

@@ -26,6 +26,8 @@ const MIN_KERNEL: (u32, u32) = (6, 1);
 const UNSUBMITTED: i32 = i32::MIN;
 /// A send the ring could not take: written on the ordinary path instead.
 const NOT_SENT: i32 = -libc::EAGAIN;
+/// io_uring_enter(2)'s flag to wait for completions (Linux UAPI).
+const IORING_ENTER_GETEVENTS: u32 = 1;
 
 pub struct Batcher {
     inner: Mutex<Ring>,
@@ -195,12 +197,20 @@ fn flush(ring: &mut Ring) {
         done += reap(ring);
         if done < taken {
             // MSG_DONTWAIT sends complete during the submission; waiting here is a guard
-            // against a kernel that breaks that, not a path taken.
-            match ring.ring.submitter().submit_and_wait(1) {
+            // against a kernel that breaks that, not a path taken. It submits nothing: an
+            // entry the kernel did not take must never go out after its writer fell back.
+            // SAFETY: no argument is passed; the call only waits for completions.
+            let waited = unsafe {
+                ring.ring
+                    .submitter()
+                    .enter::<libc::sigset_t>(0, 1, IORING_ENTER_GETEVENTS, None)
+            };
+            match waited {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    tracing::error!(error = %e, "io_uring wait failed");
+                    // Going on could free a buffer the kernel is about to read.
+                    tracing::error!(error = %e, "io_uring wait failed; aborting");
                     std::process::abort();
                 }
             }
