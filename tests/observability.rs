@@ -289,17 +289,19 @@ async fn trace_context_passes_through_and_starts_only_when_configured() {
     }
 }
 
-/// The real binary with JSON logs.
-fn serve_json(file: &std::path::Path) -> Served {
+/// The real binary with JSON logs, and `extra` flags for `serve`.
+fn serve_json(file: &std::path::Path, extra: &[&str]) -> Served {
     let file = file.to_str().unwrap();
-    Served::start(&[
+    let mut args = vec![
         "--log-format",
         "json",
         "serve",
         "--no-watch",
         "--config",
         file,
-    ])
+    ];
+    args.extend(extra);
+    Served::start(&args)
 }
 
 /// The next JSON log line for which `pick` holds (non-JSON lines fail the test).
@@ -316,7 +318,7 @@ fn next_line(served: &Served, pick: impl Fn(&Value) -> bool) -> Value {
 async fn the_access_log_is_one_json_line_per_request_without_the_token() {
     let up = Upstream::start("orders").await;
     let (_dir, file) = write_config(ROUTES, &up).await;
-    let served = serve_json(&file);
+    let served = serve_json(&file, &[]);
     let access = |v: &Value| v["target"] == "tollgate::access";
     let ok = token(|_| {});
     let url = format!("http://{}/api/orders/7?secret=1", served.addr);
@@ -363,17 +365,7 @@ async fn the_binary_says_how_it_writes_upstream_heads_and_both_ways_answer_each_
     ] {
         let up = Upstream::start("orders").await;
         let (_dir, file) = write_config(ROUTES, &up).await;
-        let file = file.to_str().unwrap();
-        let mut args = vec![
-            "--log-format",
-            "json",
-            "serve",
-            "--no-watch",
-            "--config",
-            file,
-        ];
-        args.extend(flag);
-        let served = Served::start(&args);
+        let served = serve_json(&file, flag.as_slice());
         let started: Value = serde_json::from_str(&served.started).unwrap();
         assert_eq!(started["upstream_writes"], says, "{flag:?}");
         let ok = token(|_| {});
