@@ -45,8 +45,8 @@ struct Ring {
     sends: u64,
 }
 
-// SAFETY: the cells behind `queued` are atomics that stay alive until their send completes
-// (module rules above); they are only touched with the mutex held.
+// SAFETY: the cells behind `queued` are atomics that stay alive until their result is stored
+// (the parent module's rules); the ring writes them only with the mutex held.
 unsafe impl Send for Ring {}
 
 impl Batcher {
@@ -83,10 +83,9 @@ impl Batcher {
     /// Queues one send, yields, and returns how many bytes went out through the ring (0 when
     /// the socket was full or the ring could not take it: the caller writes the rest).
     pub async fn send(&self, tcp: &TcpStream, buf: &[u8]) -> io::Result<usize> {
-        let mut queued = Queued {
+        let queued = Queued {
             batcher: self,
             result: AtomicI32::new(UNSUBMITTED),
-            live: false,
         };
         queued.push(tcp.as_raw_fd(), buf);
         behind_queued_tasks().await;
@@ -116,13 +115,12 @@ impl Batcher {
 /// kernel's completion is written to is stable.
 struct Queued<'a> {
     batcher: &'a Batcher,
+    /// `UNSUBMITTED` from creation until the send completes (or is refused at `push`).
     result: AtomicI32,
-    /// Pushed and not yet finished: dropping must flush.
-    live: bool,
 }
 
 impl Queued<'_> {
-    fn push(&mut self, fd: i32, buf: &[u8]) {
+    fn push(&self, fd: i32, buf: &[u8]) {
         let mut ring = self.batcher.lock();
         if ring.broken {
             self.result.store(NOT_SENT, Ordering::Relaxed);
@@ -144,33 +142,30 @@ impl Queued<'_> {
         // thereby completed, before `send` returns or its future is dropped (`Drop`).
         let pushed = unsafe { ring.ring.submission().push(&entry) };
         match pushed {
-            Ok(()) => {
-                ring.queued.push(&self.result);
-                self.live = true;
-            }
+            Ok(()) => ring.queued.push(&self.result),
             Err(_) => self.result.store(NOT_SENT, Ordering::Relaxed),
         }
     }
 
-    /// The send's result, flushing the ring first if nobody has yet.
-    fn finish(&mut self) -> i32 {
-        if !self.live {
-            return self.result.load(Ordering::Relaxed);
+    /// The send's result, flushing the ring first if nobody has yet. Without the lock when
+    /// another task's flush already completed it (the usual case in a batch): a result is
+    /// stored only once its completion is reaped, so the kernel is done with the buffer.
+    fn finish(&self) -> i32 {
+        let result = self.result.load(Ordering::Acquire);
+        if result != UNSUBMITTED {
+            return result;
         }
         let mut ring = self.batcher.lock();
         if self.result.load(Ordering::Relaxed) == UNSUBMITTED {
             flush(&mut ring);
         }
-        self.live = false;
         self.result.load(Ordering::Relaxed)
     }
 }
 
 impl Drop for Queued<'_> {
     fn drop(&mut self) {
-        if self.live {
-            self.finish();
-        }
+        self.finish();
     }
 }
 
@@ -220,8 +215,9 @@ fn flush(ring: &mut Ring) {
         // Left in the ring, never to be submitted: their writers use the ordinary path.
         ring.broken = true;
         for cell in &ring.queued[taken..] {
-            // SAFETY: a queued cell is alive until its `Queued` finishes, which needs the lock.
-            unsafe { (**cell).store(NOT_SENT, Ordering::Relaxed) };
+            // SAFETY: an untaken cell still reads UNSUBMITTED, so its `Queued` is waiting for
+            // the lock we hold (or has not looked yet) and is alive; this is its one write.
+            unsafe { (**cell).store(NOT_SENT, Ordering::Release) };
         }
     }
     ring.queued.clear();
@@ -232,8 +228,10 @@ fn reap(ring: &mut Ring) -> usize {
     let mut n = 0;
     for cqe in ring.ring.completion() {
         let cell = cqe.user_data() as *const AtomicI32;
-        // SAFETY: user data is the address of a queued send's cell, alive until it finishes.
-        unsafe { (*cell).store(cqe.result(), Ordering::Relaxed) };
+        // SAFETY: user data is the address of a queued send's cell. Until this store it reads
+        // UNSUBMITTED, which keeps its `Queued` alive (it waits for the lock we hold); after
+        // it, the cell is never touched here again, so its owner may go at once.
+        unsafe { (*cell).store(cqe.result(), Ordering::Release) };
         n += 1;
     }
     n
