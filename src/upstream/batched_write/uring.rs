@@ -1,9 +1,9 @@
 //! The io_uring behind `batched_write`: one ring per process, shared by the runtime's
 //! threads under a mutex, that only ever carries non-waiting sends (see the parent module's
 //! rules).
-// The second audited exception to the crate's `deny(unsafe_code)`: the kernel reads a queued
-// send's buffer and writes its result cell after `push` returns, which the borrow checker
-// cannot see; the parent module's rules are what keep it sound.
+// An audited exception to the crate's `deny(unsafe_code)` (listed in lib.rs): the kernel
+// reads a queued send's buffer and writes its result cell after `push` returns, which the
+// borrow checker cannot see; the parent module's rules are what keep it sound.
 #![allow(unsafe_code)]
 
 use std::io;
