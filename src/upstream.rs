@@ -19,7 +19,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-pub mod batched_write;
+pub(crate) mod batched_write;
 mod h1;
 mod key;
 mod pool;
