@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A/B of two tollgate binaries on the same request path, for changes that claim (or must not
 # cost) speed. Same setup as bench/run.sh: nginx upstream and the gateway on CPU 1, wrk on
-# CPU 0, one worker thread, RS256 token, a route with a scope and a claim header.
+# CPU 0, one worker thread, an RS256 token (ALG=ES256 for the other), a route with a scope
+# and a claim header.
 #
 #   A=/tmp/tollgate-before B=target/release/tollgate bash bench/ab.sh
 #   ROUNDS=5 DURATION=5 CACHE=false SERVE_ARGS="--worker-threads 1" bash bench/ab.sh
@@ -18,6 +19,7 @@ ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-5}
 CONNS=${CONNS:-50}
 CACHE=${CACHE:-true}
+ALG=${ALG:-RS256}
 SERVE_ARGS=${SERVE_ARGS:---worker-threads 1}
 LOAD_CPU=${LOAD_CPU:-0}
 SERVER_CPU=${SERVER_CPU:-1}
@@ -52,7 +54,7 @@ for _ in $(seq 50); do [ -s "$W/up.pid" ] && break; sleep 0.05; done
 UP_PIDS="$(cat "$W/up.pid") $(pgrep -P "$(cat "$W/up.pid")" | tr '\n' ' ')"
 
 ISS=https://idp.ab.test
-"$B" keygen --alg RS256 --kid k --out "$W/keys" >/dev/null
+"$B" keygen --alg "$ALG" --kid k --out "$W/keys" >/dev/null
 TOKEN=$("$B" token --key "$W/keys/k.pem" --kid k --iss "$ISS" --aud orders-api --scope orders:read --ttl 2h)
 
 run_one() { # $1 binary -> prints "req/s cpu_us_per_req p99_ms"

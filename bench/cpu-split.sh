@@ -8,6 +8,7 @@
 #
 #   bash bench/cpu-split.sh                 # ROUNDS=3 DURATION=5
 #   BIN=/tmp/other-tollgate bash bench/cpu-split.sh
+#   ALG=ES256 CACHE=false bash bench/cpu-split.sh     # the token and the cache of the tollgate row
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -15,6 +16,8 @@ BIN=${BIN:-target/release/tollgate}
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
 CONNS=${CONNS:-50}
+ALG=${ALG:-RS256}
+CACHE=${CACHE:-true}
 
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
@@ -37,9 +40,9 @@ nginx_conf proxy "upstream u { server 127.0.0.1:$UP; keepalive 64; }
 worker() { pgrep -P "$(cat "$W/$1.pid")" | head -1; }
 
 ISS=https://idp.split.test
-"$BIN" keygen --alg RS256 --kid k --out "$W/keys" >/dev/null
+"$BIN" keygen --alg "$ALG" --kid k --out "$W/keys" >/dev/null
 TOKEN=$("$BIN" token --key "$W/keys/k.pem" --kid k --iss "$ISS" --aud orders-api --scope orders:read --ttl 2h)
-gateway_config "$GP" "$UP" "$ISS" "$W/keys/k.jwks.json" true > "$W/gw.yaml"
+gateway_config "$GP" "$UP" "$ISS" "$W/keys/k.jwks.json" "$CACHE" > "$W/gw.yaml"
 RUST_LOG=warn taskset -c 1 "$BIN" serve --config "$W/gw.yaml" --no-watch --worker-threads 1 2>"$W/gw.log" &
 GW=$!
 started "$GW"

@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod claims;
+mod ecdsa;
 pub mod extract;
 mod header;
 pub mod issuer;

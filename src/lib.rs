@@ -3,7 +3,8 @@
 //! The library takes a validated [`state::Snapshot`] and serves it; the binary owns the CLI
 //! and the config file.
 // Audited exceptions: `heap::release` calls glibc's malloc_trim, `parsed_value` (see there),
-// and `upstream::batched_write::uring` hands buffers to io_uring (see there).
+// `upstream::batched_write::uring` hands buffers to io_uring, and `auth::ecdsa` calls aws-lc's
+// ECDSA verification directly (see there).
 #![deny(unsafe_code)]
 
 pub mod access_log;

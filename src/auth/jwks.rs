@@ -13,6 +13,7 @@ use base64::Engine;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
+use super::ecdsa::{Curve, EcdsaKey};
 use crate::config::defaults::MIN_RSA_BITS;
 
 /// Algorithms tollgate verifies. HS* is deliberately absent (see module docs).
@@ -40,7 +41,25 @@ pub struct VerifyKey {
     pub alg: Algorithm,
     /// Parsed once at load for exactly `alg`: verification does no key parsing per request
     /// (jsonwebtoken's aws-lc backend rebuilds the key from the JWK at every call).
-    pub key: ParsedPublicKey,
+    pub key: Verifier,
+}
+
+/// A public key ready to check signatures of its one algorithm.
+pub enum Verifier {
+    /// ES256 and ES384, without aws-lc-rs's conversions (see `ecdsa`).
+    Ecdsa(EcdsaKey),
+    /// RSA (PKCS#1 v1.5 and PSS) and Ed25519, through aws-lc-rs.
+    Parsed(ParsedPublicKey),
+}
+
+impl Verifier {
+    /// Whether `signature` (as decoded from the JWS) signs `message`.
+    pub fn accepts(&self, message: &[u8], signature: &[u8]) -> bool {
+        match self {
+            Verifier::Ecdsa(key) => key.accepts(message, signature),
+            Verifier::Parsed(key) => key.verify_sig(message, signature).is_ok(),
+        }
+    }
 }
 
 impl std::fmt::Debug for VerifyKey {
@@ -237,9 +256,9 @@ fn b64url(field: &str, value: &str) -> Result<Vec<u8>, String> {
         .map_err(|_| format!("`{field}` is not base64url"))
 }
 
-/// The aws-lc-rs verification key for `alg` (RFC 7518 §3: RS* = PKCS#1 v1.5, PS* = PSS,
-/// ES* = fixed-length r||s; RFC 8037: EdDSA over Ed25519).
-fn parsed_key(params: &AlgorithmParameters, alg: Algorithm) -> Result<ParsedPublicKey, String> {
+/// The verification key for `alg` (RFC 7518 §3: RS* = PKCS#1 v1.5, PS* = PSS, ES* =
+/// fixed-length r||s; RFC 8037: EdDSA over Ed25519).
+fn parsed_key(params: &AlgorithmParameters, alg: Algorithm) -> Result<Verifier, String> {
     use aws_lc_rs::signature as sig;
     let refused = |_| "the key material does not form a valid public key".to_string();
     match params {
@@ -259,15 +278,19 @@ fn parsed_key(params: &AlgorithmParameters, alg: Algorithm) -> Result<ParsedPubl
                 n: &n[strip(&n)..],
                 e: &e[strip(&e)..],
             };
-            components.to_parsed_public_key(rsa).map_err(refused)
+            components
+                .to_parsed_public_key(rsa)
+                .map(Verifier::Parsed)
+                .map_err(refused)
         }
         AlgorithmParameters::EllipticCurve(p) => {
             let (x, y) = (b64url("x", &p.x)?, b64url("y", &p.y)?);
-            let (curve, size): (&'static sig::EcdsaVerificationAlgorithm, usize) = match alg {
-                Algorithm::ES256 => (&sig::ECDSA_P256_SHA256_FIXED, 32),
-                Algorithm::ES384 => (&sig::ECDSA_P384_SHA384_FIXED, 48),
+            let curve = match alg {
+                Algorithm::ES256 => Curve::P256,
+                Algorithm::ES384 => Curve::P384,
                 other => return Err(format!("alg {other:?} does not fit an EC key")),
             };
+            let size = curve.scalar_len();
             if x.len() != size || y.len() != size {
                 return Err("EC coordinates have the wrong length for the curve".into());
             }
@@ -276,10 +299,12 @@ fn parsed_key(params: &AlgorithmParameters, alg: Algorithm) -> Result<ParsedPubl
             point.push(0x04);
             point.extend_from_slice(&x);
             point.extend_from_slice(&y);
-            ParsedPublicKey::new(curve, point).map_err(refused)
+            EcdsaKey::new(curve, &point).map(Verifier::Ecdsa)
         }
         AlgorithmParameters::OctetKeyPair(p) => {
-            ParsedPublicKey::new(&sig::ED25519, b64url("x", &p.x)?).map_err(refused)
+            ParsedPublicKey::new(&sig::ED25519, b64url("x", &p.x)?)
+                .map(Verifier::Parsed)
+                .map_err(refused)
         }
         _ => Err("unsupported key type".into()),
     }

@@ -221,11 +221,7 @@ pub fn finish(
             return Err(reject(Reason::BadSignature, "token signature is malformed"))
         }
     };
-    if key
-        .key
-        .verify_sig(signing_input.as_bytes(), signature)
-        .is_err()
-    {
+    if !key.key.accepts(signing_input.as_bytes(), signature) {
         return Err(reject(Reason::BadSignature, "token signature is invalid"));
     }
 
