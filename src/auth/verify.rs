@@ -6,10 +6,11 @@
 //! are candidates (a key of issuer A never validates a token claiming issuer B); then the key
 //! by `kid`, bound to one algorithm; then the signature; and only then the claims, which mean
 //! nothing before the signature holds. Keys are read with jsonwebtoken's JWK types and
-//! verified with aws-lc-rs (jsonwebtoken's own backend) through keys parsed once at load:
+//! verified by aws-lc (jsonwebtoken's own backend) through keys parsed once at load:
 //! jsonwebtoken rebuilds the key at every call, which cost about 7% of RS256 throughput with
-//! the token cache off (A/B on loopback, issue 5). The claim checks are ours so that a wrong
-//! JSON type is always an error, never "absent".
+//! the token cache off (A/B on loopback, issue 5). RSA and Ed25519 go through aws-lc-rs,
+//! ECDSA through aws-lc's own call (`ecdsa`). The claim checks are ours so that a wrong JSON
+//! type is always an error, never "absent".
 
 use std::sync::Arc;
 
