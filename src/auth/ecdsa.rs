@@ -72,24 +72,22 @@ impl Drop for EcdsaKey {
 
 impl EcdsaKey {
     /// The key whose public point is `point`, an uncompressed SEC 1 point (`0x04 || x || y`,
-    /// SEC 1 §2.3.3). Refused unless it lies on `curve` and is not the point at infinity.
-    pub fn new(curve: Curve, point: &[u8]) -> Result<EcdsaKey, String> {
-        let refused = || "the key material does not form a valid public key".to_string();
+    /// SEC 1 §2.3.3). `None` unless it lies on `curve` and is not the point at infinity.
+    pub fn new(curve: Curve, point: &[u8]) -> Option<EcdsaKey> {
         if point.len() != 1 + 2 * curve.scalar_len() || point[0] != 0x04 {
-            return Err(refused());
+            return None;
         }
         // SAFETY: each pointer is checked for null before use; `key` is owned by the
         // returned value (or freed by its Drop on the error paths), `pt` is freed here.
         unsafe {
             let key = EcdsaKey {
-                key: NonNull::new(ffi::EC_KEY_new_by_curve_name(curve.nid()))
-                    .ok_or_else(refused)?,
+                key: NonNull::new(ffi::EC_KEY_new_by_curve_name(curve.nid()))?,
                 curve,
             };
             let group = ffi::EC_KEY_get0_group(key.key.as_ptr());
             let pt = ffi::EC_POINT_new(group);
             if pt.is_null() {
-                return Err(refused());
+                return None;
             }
             // oct2point refuses a point that is not on the curve.
             let ok = ffi::EC_POINT_oct2point(
@@ -103,11 +101,7 @@ impl EcdsaKey {
                 && ffi::EC_KEY_check_key(key.key.as_ptr()) == 1;
             ffi::EC_POINT_free(pt);
             ffi::ERR_clear_error();
-            if ok {
-                Ok(key)
-            } else {
-                Err(refused())
-            }
+            ok.then_some(key)
         }
     }
 
@@ -286,14 +280,14 @@ mod tests {
         let point = p.signer.public_key().as_ref().to_vec();
         let mut off = point.clone();
         off[64] ^= 1;
-        assert!(EcdsaKey::new(Curve::P256, &off).is_err());
+        assert!(EcdsaKey::new(Curve::P256, &off).is_none());
         let mut compressed = vec![0x02 | (point[64] & 1)];
         compressed.extend_from_slice(&point[1..33]);
-        assert!(EcdsaKey::new(Curve::P256, &compressed).is_err());
-        assert!(EcdsaKey::new(Curve::P256, &[0]).is_err());
-        assert!(EcdsaKey::new(Curve::P256, &[0; 65]).is_err());
+        assert!(EcdsaKey::new(Curve::P256, &compressed).is_none());
+        assert!(EcdsaKey::new(Curve::P256, &[0]).is_none());
+        assert!(EcdsaKey::new(Curve::P256, &[0; 65]).is_none());
         // A P-256 point is not a P-384 key.
-        assert!(EcdsaKey::new(Curve::P384, &point).is_err());
+        assert!(EcdsaKey::new(Curve::P384, &point).is_none());
     }
 
     /// One key, four threads, each with its own scratch numbers.

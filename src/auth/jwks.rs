@@ -260,7 +260,7 @@ fn b64url(field: &str, value: &str) -> Result<Vec<u8>, String> {
 /// fixed-length r||s; RFC 8037: EdDSA over Ed25519).
 fn parsed_key(params: &AlgorithmParameters, alg: Algorithm) -> Result<Verifier, String> {
     use aws_lc_rs::signature as sig;
-    let refused = |_| "the key material does not form a valid public key".to_string();
+    let refused = || "the key material does not form a valid public key".to_string();
     match params {
         AlgorithmParameters::RSA(p) => {
             let (n, e) = (b64url("n", &p.n)?, b64url("e", &p.e)?);
@@ -281,7 +281,7 @@ fn parsed_key(params: &AlgorithmParameters, alg: Algorithm) -> Result<Verifier, 
             components
                 .to_parsed_public_key(rsa)
                 .map(Verifier::Parsed)
-                .map_err(refused)
+                .map_err(|_| refused())
         }
         AlgorithmParameters::EllipticCurve(p) => {
             let (x, y) = (b64url("x", &p.x)?, b64url("y", &p.y)?);
@@ -299,12 +299,14 @@ fn parsed_key(params: &AlgorithmParameters, alg: Algorithm) -> Result<Verifier, 
             point.push(0x04);
             point.extend_from_slice(&x);
             point.extend_from_slice(&y);
-            EcdsaKey::new(curve, &point).map(Verifier::Ecdsa)
+            EcdsaKey::new(curve, &point)
+                .map(Verifier::Ecdsa)
+                .ok_or_else(refused)
         }
         AlgorithmParameters::OctetKeyPair(p) => {
             ParsedPublicKey::new(&sig::ED25519, b64url("x", &p.x)?)
                 .map(Verifier::Parsed)
-                .map_err(refused)
+                .map_err(|_| refused())
         }
         _ => Err("unsupported key type".into()),
     }
