@@ -49,10 +49,8 @@ for cache in true false; do
     [ "$code" = 200 ] || { echo "tollgate (cache $cache) auth check failed: $code" >&2; exit 1; }
 done
 
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-
 # $1 cache, $2 round: writes $W/split-$1-$2.txt, lines "k|u µs symbol" after a totals line.
-# perf on this VM now and then writes a recording with no samples: such a run is measured again.
+# perf once wrote a recording with no samples on this VM: such a run is measured again.
 measure() {
     local try
     for try in 1 2 3; do
@@ -71,9 +69,9 @@ measure_once() {
     perf record -q -e cpu-clock -F "$FREQ" -p "$p" -o "$W/perf.data" -- sleep "$((DURATION + 1))" 2>"$W/perf.err" &
     perf_pid=$!
     sleep 0.2
-    t0=$(ticks "$p")
+    t0=$(cpu_ticks "$p")
     out=$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "Authorization: Bearer $TOKEN" "$url")
-    t1=$(ticks "$p")
+    t1=$(cpu_ticks "$p")
     wait "$perf_pid" || true
     if grep -q "Non-2xx" <<<"$out"; then echo "non-2xx responses (cache $1): $out" >&2; exit 1; fi
     n=$(awk '/requests in/ {print $1}' <<<"$out")
