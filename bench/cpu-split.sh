@@ -43,12 +43,8 @@ ISS=https://idp.split.test
 "$BIN" keygen --alg "$ALG" --kid k --out "$W/keys" >/dev/null
 TOKEN=$("$BIN" token --key "$W/keys/k.pem" --kid k --iss "$ISS" --aud orders-api --scope orders:read --ttl 2h)
 gateway_config "$GP" "$UP" "$ISS" "$W/keys/k.jwks.json" "$CACHE" > "$W/gw.yaml"
-RUST_LOG=warn taskset -c 1 "$BIN" serve --config "$W/gw.yaml" --no-watch --worker-threads 1 2>"$W/gw.log" &
-GW=$!
-started "$GW"
-wait_http "$GP" || true
-code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$GP/api/orders/1")
-[ "$code" = 200 ] || { echo "tollgate auth check failed: $code" >&2; exit 1; }
+start_pinned_gateway "$BIN" "$W/gw.yaml" "$GP" "$TOKEN"
+GW=$GW_PID
 taskset -c 1 "$CEIL" "127.0.0.1:$CP" "127.0.0.1:$UP" "$TOKEN" >/dev/null &
 CE=$!
 started "$CE"

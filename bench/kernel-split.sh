@@ -41,12 +41,8 @@ declare -A PORT PID
 for cache in true false; do
     PORT[$cache]=$(free_port)
     gateway_config "${PORT[$cache]}" "$UP" "$ISS" "$W/keys/k.jwks.json" "$cache" > "$W/gw-$cache.yaml"
-    RUST_LOG=warn taskset -c 1 "$BIN" serve --config "$W/gw-$cache.yaml" --no-watch --worker-threads 1 2>"$W/gw-$cache.log" &
-    PID[$cache]=$!
-    started "${PID[$cache]}"
-    wait_http "${PORT[$cache]}" || true
-    code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:${PORT[$cache]}/api/orders/1")
-    [ "$code" = 200 ] || { echo "tollgate (cache $cache) auth check failed: $code" >&2; exit 1; }
+    start_pinned_gateway "$BIN" "$W/gw-$cache.yaml" "${PORT[$cache]}" "$TOKEN"
+    PID[$cache]=$GW_PID
 done
 
 # $1 cache, $2 round: writes $W/split-$1-$2.txt, lines "k|u µs symbol" after a totals line.

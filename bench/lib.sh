@@ -60,6 +60,20 @@ routes:
 CONF
 }
 
+# Starts gateway binary $1 with config $2 (written by gateway_config) on CPU ${SERVER_CPU:-1},
+# one worker thread, its log next to the config; sets GW_PID (stopped on exit: `started`),
+# waits for port $3 and checks that token $4 gets a 200 on the route, so a row that would
+# measure refusals fails instead.
+start_pinned_gateway() {
+    RUST_LOG=warn taskset -c "${SERVER_CPU:-1}" "$1" serve --config "$2" --no-watch --worker-threads 1 2>"${2%.yaml}.log" &
+    GW_PID=$!
+    started "$GW_PID"
+    wait_http "$3" || true
+    local code
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $4" "http://127.0.0.1:$3/api/orders/1")
+    [ "$code" = 200 ] || { echo "tollgate ($2) auth check failed: $code" >&2; exit 1; }
+}
+
 # Writes and starts a one-worker nginx named $1 (config, pid and log in $W, pinned to
 # $SERVER_CPU, default 1) whose http block holds $2, with $3 worker connections (default
 # 4096); waits for its pid file $W/$1.pid.

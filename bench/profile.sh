@@ -41,13 +41,9 @@ ISS=https://idp.profile.test
 "$BIN" keygen --alg RS256 --kid k --out "$W/keys" >/dev/null
 TOKEN=$("$BIN" token --key "$W/keys/k.pem" --kid k --iss "$ISS" --aud orders-api --scope orders:read --ttl 2h)
 gateway_config "$GP" "$UP" "$ISS" "$W/keys/k.jwks.json" "$CACHE" > "$W/gw.yaml"
-RUST_LOG=warn taskset -c 1 "$BIN" serve --config "$W/gw.yaml" --no-watch --worker-threads 1 2>"$W/gw.log" &
-GW=$!
-started "$GW"
-wait_http "$GP" || true
+start_pinned_gateway "$BIN" "$W/gw.yaml" "$GP" "$TOKEN"
+GW=$GW_PID
 URL="http://127.0.0.1:$GP/api/orders/1"
-code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$URL")
-[ "$code" = 200 ] || { echo "tollgate auth check failed: $code" >&2; exit 1; }
 
 # Warm-up, then a run with perf attached to the gateway for all but its first and last second.
 taskset -c 0 wrk -t1 -c"$CONNS" -d2s -H "Authorization: Bearer $TOKEN" "$URL" >/dev/null
